@@ -1,0 +1,43 @@
+"""hlviz: what do the hidden layers of a neural network learn?
+
+>>> import torch, torch.nn as nn, hlviz
+>>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+>>> with hlviz.record(model, "0") as rec:
+...     _ = model(torch.randn(2, 4))
+>>> tuple(rec["0"].shape)
+(2, 8)
+"""
+
+from . import errors, testing
+from .edits import ablate, edit, patch, steer
+from .errors import HlvizError, HlvizWarning, LayerNotFoundError
+from .hooks import Recording, activations, model_device, record, run_model
+from .layers import layer_names, list_layers, resolve, resolve_modules, unwrap
+from .runtime import default_device, seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HlvizError",
+    "HlvizWarning",
+    "LayerNotFoundError",
+    "Recording",
+    "__version__",
+    "ablate",
+    "activations",
+    "default_device",
+    "edit",
+    "errors",
+    "layer_names",
+    "list_layers",
+    "model_device",
+    "patch",
+    "record",
+    "resolve",
+    "resolve_modules",
+    "run_model",
+    "seed_everything",
+    "steer",
+    "testing",
+    "unwrap",
+]

@@ -1,0 +1,66 @@
+"""Errors and warnings raised by hlviz.
+
+Every error is an :class:`HlvizError` *and* the built-in exception a caller would
+naturally catch (``KeyError`` for an unknown layer, ``ValueError`` for a bad
+value, ``TypeError`` for a wrong type), so ``except KeyError`` keeps working.
+
+Messages follow one rule: say what was wrong, what was given, and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EmptySelectionError",
+    "HlvizError",
+    "HlvizWarning",
+    "LayerNotFoundError",
+    "LayerSpecError",
+    "NotAModuleError",
+    "NotRecordedError",
+    "OutputSelectError",
+    "RecordingStateError",
+    "ShapeMismatchError",
+]
+
+
+class HlvizError(Exception):
+    """Base class of every error hlviz raises on purpose."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class HlvizWarning(UserWarning):
+    """Base class of hlviz's warnings (filter them with ``warnings.filterwarnings``)."""
+
+
+class LayerNotFoundError(HlvizError, KeyError):
+    """A layer name, index or pattern does not name a module of the model."""
+
+
+class EmptySelectionError(HlvizError, ValueError):
+    """A layer selection (glob, regex, type, empty list) matched no module."""
+
+
+class LayerSpecError(HlvizError, TypeError):
+    """A layer specification has a type hlviz does not understand."""
+
+
+class NotAModuleError(HlvizError, TypeError):
+    """Something that is not a ``torch.nn.Module`` was given as the model."""
+
+
+class OutputSelectError(HlvizError, TypeError):
+    """A module output is not a tensor and ``select=`` does not pick one out of it."""
+
+
+class NotRecordedError(HlvizError, LookupError):
+    """A Recording was read before the forward pass, or the layer never ran."""
+
+
+class RecordingStateError(HlvizError, RuntimeError):
+    """A hook context was used in a state that does not allow it (e.g. entered twice)."""
+
+
+class ShapeMismatchError(HlvizError, ValueError):
+    """Two tensors that must agree in shape (patch source and target, steering vector) do not."""

@@ -1,0 +1,473 @@
+"""Record hidden activations (and their gradients) from any ``nn.Module``, leak-free.
+
+>>> import torch, torch.nn as nn, hlviz
+>>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 2))
+>>> with hlviz.record(model, ["0", "2"]) as rec:
+...     _ = model(torch.randn(3, 4))
+>>> rec["0"].shape, (rec["0"] < 0).any().item()   # cloned before the in-place ReLU ran
+(torch.Size([3, 8]), True)
+
+Hooks are registered when the ``with`` block is entered and removed in ``finally``
+when it is left, whatever happens inside; only the handles hlviz made are removed.
+A :class:`Recording` holds the values of the most recent forward pass of the model.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .errors import (
+    HlvizWarning,
+    LayerNotFoundError,
+    NotRecordedError,
+    RecordingStateError,
+)
+from .layers import LayerSpec, check_module, resolve, unwrap
+from .outputs import REDUCERS, Select, layout, layout_source, pick, reduce_positions
+
+__all__ = ["HookContext", "Recording", "activations", "record", "run_model"]
+
+
+def _mark(fn):
+    """Tag a hook function as hlviz's own (``hlviz.testing`` tells them from the user's)."""
+    fn.__hlviz__ = True
+    return fn
+
+
+class _StopForward(Exception):
+    """Raised inside a hook to end a forward pass early (``stop=True``); never escapes."""
+
+    def __init__(self, owner: object):
+        super().__init__("forward pass stopped by hlviz after the last recorded layer")
+        self.owner = owner
+
+
+def _uses_mha_fastpath(model: nn.Module) -> bool:
+    kinds = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.MultiheadAttention)
+    return any(isinstance(m, kinds) for m in model.modules())
+
+
+class HookContext:
+    """Base of every hlviz context that hooks a model: owns its handles, removes them all.
+
+    Subclasses implement ``_attach(modules)`` that registers hooks through
+    :meth:`_add` and may rely on ``_detach`` running in ``finally``.
+    """
+
+    def __init__(self, model: nn.Module, layers: LayerSpec):
+        check_module(model)
+        inner = unwrap(model)
+        self._names: list[str] = resolve(inner, layers)
+        self._model_ref = weakref.ref(inner)  # a recording does not keep the model alive
+        self._handles: list[RemovableHandle] = []
+        self._active = False
+        self._fastpath_saved: bool | None = None
+        self._live: nn.Module | None = None
+
+    @property
+    def layers(self) -> list[str]:
+        """The canonical names of the hooked layers, in selection order."""
+        return list(self._names)
+
+    def _model(self) -> nn.Module:
+        model = self._model_ref()
+        if model is None:
+            raise RecordingStateError(
+                "the model of this hook context has been deleted; create a new one with the live model."
+            )
+        return model
+
+    def _add(self, handle: RemovableHandle) -> None:
+        self._handles.append(handle)
+
+    def _attach(self, model: nn.Module, modules: dict[str, nn.Module]) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        if self._active:
+            raise RecordingStateError(
+                f"this {type(self).__name__} is already active; a hook context can be entered "
+                "once at a time. Create a second one for a nested block."
+            )
+        model = self._model()
+        lookup = dict(model.named_modules())
+        missing = [n for n in self._names if n not in lookup]
+        if missing:
+            raise LayerNotFoundError(
+                f"layers {missing} are no longer in {type(model).__name__} (the model changed "
+                "since this context was created); create it again."
+            )
+        self._active = True
+        self._live = model  # held only while active
+        try:
+            if _uses_mha_fastpath(model):  # fused kernels skip submodules and their hooks
+                self._fastpath_saved = torch.backends.mha.get_fastpath_enabled()
+                torch.backends.mha.set_fastpath_enabled(False)
+            self._attach(model, {n: lookup[n] for n in self._names})
+        except BaseException:
+            self._detach()
+            raise
+        return self
+
+    def _detach(self) -> None:
+        try:
+            while self._handles:
+                self._handles.pop().remove()
+        finally:
+            if self._fastpath_saved is not None:
+                torch.backends.mha.set_fastpath_enabled(self._fastpath_saved)
+                self._fastpath_saved = None
+            self._active = False
+            self._live = None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._detach()
+        return isinstance(exc, _StopForward) and exc.owner is self
+
+
+class Recording(HookContext, Mapping):
+    """Activations of chosen layers from the latest forward pass: a read-only mapping.
+
+    Create with :func:`record`. ``rec[name]`` is a detached copy (a list of copies when
+    the module ran several times in the pass); names may also be written with the
+    ``module.``/``_orig_mod.`` prefixes of wrapped models. ``rec.inputs`` and
+    ``rec.grads`` hold module inputs and output gradients when asked for.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: LayerSpec,
+        *,
+        to: str | torch.device | None = "cpu",
+        dtype: torch.dtype | None = None,
+        reduce: str | Any = None,
+        select: Select = None,
+        inputs: bool = False,
+        grads: bool = False,
+        stop: bool = False,
+    ):
+        super().__init__(model, layers)
+        if reduce is not None and not callable(reduce) and reduce not in REDUCERS:
+            raise ValueError(
+                f"reduce={reduce!r} is not a reducer: use one of {', '.join(map(repr, REDUCERS))}, "
+                "None (keep everything) or a callable tensor -> tensor."
+            )
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype such as torch.float16, got {dtype!r}.")
+        if to is not None:
+            try:
+                to = torch.device(to)
+            except (RuntimeError, TypeError) as exc:
+                raise ValueError(
+                    f"to={to!r} is not a device ({exc}); use 'cpu', 'cuda', a torch.device, "
+                    "or None to keep activations where the model computes them."
+                ) from None
+        if grads and stop:
+            raise ValueError(
+                "grads=True needs the whole forward pass and a backward pass, but stop=True "
+                "ends the forward after the last recorded layer; use one or the other."
+            )
+        self._to, self._dtype, self._reduce, self._select = to, dtype, reduce, select
+        self._want_inputs, self._want_grads, self._stop = inputs, grads, stop
+        self._model_name = type(unwrap(model)).__name__
+        self._outputs: dict[str, list[torch.Tensor]] = {}
+        self._inputs: dict[str, list[torch.Tensor]] = {}
+        self._grads: dict[str, list[torch.Tensor | None]] = {}
+        self._ran = False
+        self._stopped = False
+
+    # ---------------------------------------------------------------- hooks
+    def _process(self, tensor: torch.Tensor, module: nn.Module, layer: str) -> torch.Tensor:
+        out = tensor.detach()
+        fresh = False
+        if self._reduce is not None:
+            if callable(self._reduce):
+                out = self._reduce(out)
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError(
+                        f"the reduce callable returned {type(out).__name__} for layer {layer!r}; "
+                        "it must return a tensor."
+                    )
+            else:
+                out = reduce_positions(out, self._reduce, layout(module, out), layer)
+            fresh = out.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
+        target_dtype = self._dtype or out.dtype
+        target_device = self._to or out.device
+        if fresh:
+            return out.to(device=target_device, dtype=target_dtype)
+        return out.to(device=target_device, dtype=target_dtype, copy=True)
+
+    def _reset(self) -> None:
+        self._outputs = {n: [] for n in self._names}
+        self._inputs = {n: [] for n in self._names}
+        self._grads = {n: [] for n in self._names}
+        self._ran = True
+        self._stopped = False
+
+    def _attach(self, model: nn.Module, modules: dict[str, nn.Module]) -> None:
+        self._add(model.register_forward_pre_hook(_mark(lambda module, args: self._reset())))
+        for name, module in modules.items():
+            self._add(module.register_forward_hook(self._make_hook(name, layout_source(model, name))))
+
+    def _make_hook(self, name: str, shape_source: nn.Module):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            module = shape_source  # the module whose type tells where units and positions lie
+            if not self._ran:  # the layer was called directly, not through the model
+                self._reset()
+            tensor, _ = pick(output, self._select, name)
+            calls = self._outputs[name]
+            if self._want_grads:
+                self._watch_grad(tensor, module, name, len(calls))
+            calls.append(self._process(tensor, module, name))
+            if len(calls) == 2:
+                warnings.warn(
+                    f"layer {name!r} ran more than once in one forward pass (a shared module?); "
+                    f"rec[{name!r}] is a list with one entry per call.",
+                    HlvizWarning,
+                    stacklevel=2,
+                )
+            if self._want_inputs:
+                if args:
+                    arg, _ = pick(args[0], None, name)
+                    self._inputs[name].append(self._process(arg, module, name))
+            if self._stop and all(self._outputs[n] for n in self._names):
+                self._stopped = True
+                raise _StopForward(self)
+
+        return _mark(hook)
+
+    def _watch_grad(self, tensor: torch.Tensor, module: nn.Module, name: str, call: int) -> None:
+        if not tensor.requires_grad:
+            return
+        slots = self._grads[name]
+        while len(slots) <= call:
+            slots.append(None)
+
+        def grad_hook(grad: torch.Tensor) -> None:
+            slots[call] = self._process(grad, module, name)
+
+        self._add(tensor.register_hook(_mark(grad_hook)))
+
+    # ---------------------------------------------------------------- reading
+    def _canonical(self, key: Any) -> str:
+        if key in self._outputs or key in self._names:
+            return key
+        try:
+            model = self._model_ref()
+            names = resolve(model, key) if model is not None else [key]
+        except (LookupError, ValueError, TypeError):
+            names = []
+        if len(names) == 1 and names[0] in self._names:
+            return names[0]
+        raise LayerNotFoundError(
+            f"{key!r} is not among the recorded layers {self._names}. Add it to the layers "
+            "given to hlviz.record(...)."
+        )
+
+    def _read(self, store: dict[str, list], key: Any, what: str) -> Any:
+        name = self._canonical(key)
+        if not self._ran:
+            raise NotRecordedError(
+                f"nothing has been recorded yet, so there is no {what} for {name!r}: run the model "
+                "inside the block `with hlviz.record(model, layers) as rec: model(x)` (hooks "
+                "exist only inside it), then read rec[...]."
+            )
+        values = store.get(name) or []
+        if what == "gradient" and (not values or any(v is None for v in values)):
+            raise NotRecordedError(
+                f"no gradient was recorded for {name!r}: call .backward() inside the with-block, "
+                "and make sure the forward ran with gradients enabled (not under torch.no_grad()) "
+                "on inputs or parameters that require grad."
+            )
+        if not values:
+            hint = " (stop=True ended the forward pass before it)" if self._stopped else ""
+            raise NotRecordedError(
+                f"layer {name!r} did not run during the last forward pass{hint}: the model's "
+                "forward never called it with this input. Check hlviz.list_layers(model, example) "
+                "for layers that show '(not run)'."
+            )
+        return values[0] if len(values) == 1 else list(values)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._read(self._outputs, key, "activation")
+
+    def calls(self, key: Any) -> list[torch.Tensor]:
+        """Every call's activation for ``key`` as a list (one entry when it ran once)."""
+        value = self[key]
+        return value if isinstance(value, list) else [value]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([n for n in self._names if self._outputs.get(n)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._outputs and bool(self._outputs[key])
+
+    @property
+    def inputs(self) -> _View:
+        """Module inputs (first positional argument), when recorded with ``inputs=True``."""
+        if not self._want_inputs:
+            raise RecordingStateError("inputs were not recorded: pass inputs=True to hlviz.record.")
+        return _View(self, self._inputs, "input")
+
+    @property
+    def grads(self) -> _View:
+        """Gradients of the loss w.r.t. each output, when recorded with ``grads=True``."""
+        if not self._want_grads:
+            raise RecordingStateError(
+                "gradients were not recorded: pass grads=True to hlviz.record and call "
+                ".backward() inside the with-block."
+            )
+        return _View(self, self._grads, "gradient")
+
+    def summary(self):
+        """A ``pandas.DataFrame``: layer, calls, shape, dtype, device and size of each entry."""
+        import pandas as pd
+
+        rows = []
+        for name in self._names:
+            for i, value in enumerate(self._outputs.get(name) or []):
+                rows.append(
+                    {
+                        "layer": name,
+                        "call": i,
+                        "shape": tuple(value.shape),
+                        "dtype": str(value.dtype).replace("torch.", ""),
+                        "device": str(value.device),
+                        "MB": round(value.numel() * value.element_size() / 2**20, 3),
+                    }
+                )
+        return pd.DataFrame(rows, columns=["layer", "call", "shape", "dtype", "device", "MB"])
+
+    def __repr__(self) -> str:
+        if not self._ran:
+            state = "nothing recorded yet"
+        else:
+            parts = []
+            for name in self._names:
+                values = self._outputs.get(name) or []
+                shape = "not run" if not values else (
+                    str(tuple(values[0].shape)) + (f" x{len(values)} calls" if len(values) > 1 else "")
+                )
+                parts.append(f"{name}: {shape}")
+            state = ", ".join(parts)
+        return f"Recording({self._model_name}; {state})"
+
+
+class _View(Mapping):
+    """Read-only mapping over a Recording's inputs or gradients."""
+
+    def __init__(self, rec: Recording, store: dict, what: str):
+        self._rec, self._store, self._what = rec, store, what
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._rec._read(self._store, key, self._what)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([n for n in self._rec._names if self._store.get(n)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def record(
+    model: nn.Module,
+    layers: LayerSpec,
+    *,
+    to: str | torch.device | None = "cpu",
+    dtype: torch.dtype | None = None,
+    reduce: str | Any = None,
+    select: Select = None,
+    inputs: bool = False,
+    grads: bool = False,
+    stop: bool = False,
+) -> Recording:
+    """Record the outputs of ``layers`` during forward passes inside a ``with`` block.
+
+    >>> with hlviz.record(model, "features.*", reduce="mean") as rec:   # doctest: +SKIP
+    ...     logits = model(x)
+    >>> rec["features.0"].shape                                          # doctest: +SKIP
+    torch.Size([N, C])
+
+    Args:
+        layers: any layer spec (see :mod:`hlviz.layers`).
+        to: device for the stored copies (``"cpu"``); ``None`` keeps the model's device.
+        dtype: cast the stored copies (e.g. ``torch.float16`` to halve memory).
+        reduce: ``"mean"``, ``"max"``, ``"sum"``, ``"first"``, ``"last"`` over positions
+            (space, time, tokens; see :func:`hlviz.outputs.layout`), ``"flatten"``, or a
+            callable; applied inside the hook so the full tensor is never copied.
+        select: which part of a non-tensor output to keep (see :func:`hlviz.outputs.pick`).
+        inputs: also record each module's first positional input (``rec.inputs``).
+        grads: also record the gradient w.r.t. each output (``rec.grads``) through
+            tensor hooks; call ``.backward()`` inside the block.
+        stop: end the forward pass as soon as every layer has run (saves the rest of
+            the model's compute). The rest of the ``with`` block is then skipped, so
+            put only the forward call inside it.
+
+    Stored values are detached copies, so later in-place operations (``ReLU(inplace=True)``)
+    cannot change them. The Recording keeps the latest forward pass; a module called
+    several times in one pass gives a list, with an :class:`~hlviz.errors.HlvizWarning`.
+    """
+    return Recording(
+        model, layers, to=to, dtype=dtype, reduce=reduce, select=select,
+        inputs=inputs, grads=grads, stop=stop,
+    )
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model with none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, Mapping):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def run_model(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` on ``inputs``: a tensor, a tuple of arguments, or a mapping of keyword
+    arguments (e.g. a tokenizer's output). Tensors are moved to the model's device."""
+    inputs = _to_device(inputs, model_device(unwrap(model)))
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, tuple):
+        return model(*inputs)
+    return model(inputs)
+
+
+def activations(model: nn.Module, inputs: Any, layers: LayerSpec, **options: Any) -> Recording:
+    """Run ``model`` once on ``inputs`` without gradients and return the :class:`Recording`.
+
+    >>> acts = hlviz.activations(model, x, ["features.0", "classifier"])   # doctest: +SKIP
+
+    ``inputs`` is a tensor, a tuple of arguments or a mapping of keyword arguments.
+    The forward pass stops after the last requested layer unless ``stop=False``;
+    other options are those of :func:`record` (``grads`` excepted).
+    """
+    if options.get("grads"):
+        raise ValueError(
+            "hlviz.activations runs without gradients; use `with hlviz.record(model, layers, "
+            "grads=True) as rec:` and call .backward() inside the block."
+        )
+    options.setdefault("stop", True)
+    rec = record(model, layers, **options)
+    with torch.no_grad(), rec:
+        run_model(model, inputs)
+    return rec

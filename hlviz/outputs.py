@@ -1,0 +1,271 @@
+"""One place that understands what a module returns, and where its units and positions lie.
+
+Module outputs come as a Tensor, a tuple (``nn.LSTM`` returns ``(out, (h, c))``), a
+dict or Hugging Face ``ModelOutput``, or a ``PackedSequence``. :func:`pick` takes the
+tensor a hook works on out of any of these; :func:`put_back` rebuilds the output with
+an edited tensor in its place. :func:`layout` says which axes of an activation hold
+the units (channels, features) and which hold positions (space, time, tokens).
+
+>>> import torch
+>>> out = (torch.zeros(2, 5, 8), (torch.ones(1, 2, 8), torch.ones(1, 2, 8)))
+>>> pick(out, None, "lstm")[1], pick(out, (1, 0), "lstm")[1]
+((0,), (1, 0))
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .errors import OutputSelectError
+
+__all__ = ["Layout", "Select", "layout", "layout_source", "pick", "put_back", "reduce_positions"]
+
+Select = Union[None, int, str, tuple, Callable[[Any], torch.Tensor]]
+Path = tuple
+
+_CHANNELS_FIRST = (
+    nn.modules.conv._ConvNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.GroupNorm,
+)
+# element-wise modules keep the layout of whatever came before them
+_ELEMENTWISE = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.Identity,
+                nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Hardtanh, nn.Softplus,
+                nn.Mish, nn.PReLU, nn.ReLU6, nn.SELU, nn.CELU, nn.GLU)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"Tensor{tuple(value.shape)}"
+    if isinstance(value, PackedSequence):
+        return "PackedSequence"
+    if isinstance(value, Mapping):
+        return type(value).__name__ + "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(_describe(v) for v in value)
+        return f"({inner},)" if isinstance(value, tuple) and len(value) == 1 else (
+            f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+        )
+    return type(value).__name__
+
+
+def _as_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, PackedSequence):
+        return pad_packed_sequence(value, batch_first=True)[0]
+    return None
+
+
+def _first_tensor_path(value: Any, path: Path = ()) -> Path | None:
+    if isinstance(value, (torch.Tensor, PackedSequence)):
+        return path
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (tuple, list)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _first_tensor_path(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def _get(value: Any, path: Path) -> Any:
+    for key in path:
+        value = value[key]
+    return value
+
+
+def pick(output: Any, select: Select, layer: str) -> tuple[torch.Tensor, Path | None]:
+    """The tensor that ``select`` names in a module's ``output``, and its path.
+
+    ``select=None`` takes the output itself when it is a tensor, else the first tensor
+    found depth-first (``out`` of an LSTM's ``(out, (h, c))``, ``last_hidden_state`` of
+    a ``ModelOutput``). An int or str indexes the output, a tuple is a path of indices
+    (``(1, 0)`` is an LSTM's ``h_n``), a callable receives the raw output. A
+    ``PackedSequence`` becomes its padded, batch-first tensor. The path is ``None``
+    for a callable (an edit then cannot put the tensor back).
+    """
+    if callable(select) and not isinstance(select, (str, tuple)):
+        value, path = select(output), None
+    elif select is None:
+        path = () if _as_tensor(output) is not None else _first_tensor_path(output)
+        if path is None:
+            raise OutputSelectError(
+                f"layer {layer!r} returned {_describe(output)}, which holds no tensor. "
+                "Pass select= a callable that turns this output into a tensor, "
+                "e.g. select=lambda out: out.hidden."
+            )
+        value = _get(output, path)
+    else:
+        path = select if isinstance(select, tuple) else (select,)
+        try:
+            value = _get(output, path)
+        except (KeyError, IndexError, TypeError) as exc:
+            raise OutputSelectError(
+                f"select={select!r} does not index the output of layer {layer!r}, which is "
+                f"{_describe(output)} ({type(exc).__name__}: {exc}). Use an index, a key, "
+                "a tuple path such as (1, 0), or a callable."
+            ) from None
+    tensor = _as_tensor(value)
+    if tensor is None:
+        raise OutputSelectError(
+            f"select={select!r} picked {_describe(value)} from the output of layer {layer!r} "
+            f"({_describe(output)}), not a tensor. Choose a path that ends at a tensor."
+        )
+    return tensor, path
+
+
+def put_back(output: Any, path: Path | None, tensor: torch.Tensor, layer: str) -> Any:
+    """Rebuild ``output`` with ``tensor`` at ``path`` (the inverse of :func:`pick`)."""
+    if path is None:
+        raise OutputSelectError(
+            f"an edit of layer {layer!r} cannot put a tensor back through a callable select=; "
+            "give select as an index, key or tuple path instead."
+        )
+    if not path:
+        if isinstance(output, PackedSequence):
+            lengths = pad_packed_sequence(output, batch_first=True)[1]  # in the original order
+            return pack_padded_sequence(tensor, lengths, batch_first=True, enforce_sorted=False)
+        return tensor
+    key, rest = path[0], path[1:]
+    child = put_back(output[key], rest, tensor, layer)
+    if isinstance(output, Mapping):
+        if hasattr(output, "to_tuple"):  # a transformers ModelOutput keeps its class and fields
+            new = copy.copy(output)
+            new[key] = child
+            return new
+        merged = {**output, key: child}
+        try:
+            return type(output)(merged)
+        except TypeError:
+            return merged
+    items = list(output)
+    items[key] = child
+    if isinstance(output, tuple) and hasattr(output, "_fields"):  # namedtuple
+        return type(output)(*items)
+    return type(output)(items)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where units and positions lie in one activation tensor.
+
+    ``batch`` is the batch axis, ``units`` the axis of channels/features, ``positions``
+    the axes of space, time or tokens (empty for a flat ``(N, D)`` activation).
+    """
+
+    batch: int
+    units: int
+    positions: tuple[int, ...]
+    kind: str  # "flat", "channels_first", "sequence", "sequence_first"
+
+
+def _last_informative_leaf(module: nn.Module) -> nn.Module:
+    leaves = [m for m in module.modules() if not any(True for _ in m.children())]
+    for leaf in reversed(leaves):
+        if not isinstance(leaf, _ELEMENTWISE):
+            return leaf
+    return module
+
+
+def layout_source(model: nn.Module, name: str) -> nn.Module:
+    """The module whose type tells the layout of layer ``name``'s output.
+
+    An element-wise layer (``ReLU``, ``Dropout``, or a block of them) keeps the layout
+    of what came before it, so for it this is the nearest preceding leaf module (in
+    definition order) that is not element-wise.
+    """
+    modules = dict(model.named_modules())
+    module = modules[name]
+    if not isinstance(_last_informative_leaf(module), _ELEMENTWISE):
+        return module
+    previous = None
+    for other_name, other in model.named_modules():
+        if other_name == name:
+            break
+        if not any(True for _ in other.children()) and not isinstance(other, _ELEMENTWISE):
+            previous = other
+    return previous if previous is not None else module
+
+
+def layout(module: nn.Module | None, tensor: torch.Tensor) -> Layout:
+    """Guess the axes of ``tensor``, an output of ``module``.
+
+    ``(N, C, *space)`` for 4-D and 5-D tensors and for 3-D outputs of convolutions,
+    norms and pools (also inside a block whose last non-element-wise leaf is one);
+    ``(T, N, D)`` for RNNs, ``nn.MultiheadAttention`` and transformer layers built with
+    ``batch_first=False``; ``(N, T, D)`` for every other 3-D tensor; ``(N, D)`` for 2-D.
+    """
+    nd = tensor.dim()
+    if nd <= 1:
+        return Layout(0, 0, (), "flat")
+    if nd == 2:
+        return Layout(0, 1, (), "flat")
+    if nd >= 4:
+        return Layout(0, 1, tuple(range(2, nd)), "channels_first")
+    leaf = _last_informative_leaf(module) if module is not None else None
+    if isinstance(leaf, _CHANNELS_FIRST) or isinstance(module, _CHANNELS_FIRST):
+        return Layout(0, 1, (2,), "channels_first")
+    for candidate in (module, leaf):
+        batch_first = getattr(candidate, "batch_first", None)
+        if batch_first is None:
+            attn = getattr(candidate, "self_attn", None)
+            batch_first = getattr(attn, "batch_first", None)
+        if batch_first is False:
+            return Layout(1, 2, (0,), "sequence_first")
+        if batch_first is True:
+            break
+    return Layout(0, 2, (1,), "sequence")
+
+
+REDUCERS = ("mean", "max", "sum", "first", "last", "flatten")
+
+
+def reduce_positions(tensor: torch.Tensor, how: str, lay: Layout, layer: str) -> torch.Tensor:
+    """Reduce the position axes of ``tensor``: the result is ``(N, units)``.
+
+    ``how`` is one of ``"mean"``, ``"max"``, ``"sum"``, ``"first"``, ``"last"`` (first or
+    last position, for sequences) or ``"flatten"`` (``(N, -1)``, keeps everything).
+    A flat ``(N, D)`` tensor is returned unchanged by all but ``"flatten"``.
+    """
+    if how == "flatten":
+        moved = tensor.movedim(lay.batch, 0) if lay.batch else tensor
+        return moved.reshape(moved.shape[0], -1)
+    if not lay.positions:
+        return tensor
+    if how in ("mean", "max", "sum"):
+        if how == "max":
+            out = tensor
+            for d in sorted(lay.positions, reverse=True):
+                out = out.amax(dim=d)
+        else:
+            out = getattr(tensor, how)(dim=lay.positions)
+        return out  # batch and units keep their order, and batch always comes first
+    if how in ("first", "last"):
+        if len(lay.positions) != 1:
+            raise ValueError(
+                f"reduce={how!r} takes the {how} position of a sequence, but layer {layer!r} has "
+                f"{len(lay.positions)} position axes ({tuple(tensor.shape)}, {lay.kind}). "
+                "Use 'mean' or 'max' for images, or a callable."
+            )
+        return tensor.select(lay.positions[0], 0 if how == "first" else -1)
+    raise ValueError(
+        f"reduce={how!r} is not a reducer: use one of {', '.join(map(repr, REDUCERS))}, "
+        "None (keep everything) or a callable tensor -> tensor."
+    )
