@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import LayerSpecError, ShapeMismatchError
 from .hooks import HookContext, _mark
-from .layers import LayerSpec, resolve, unwrap
+from .layers import resolve, unwrap
 from .outputs import Layout, Select, layout, layout_source, pick, put_back
 
 __all__ = ["EditFn", "Editing", "ablate", "edit", "patch", "steer"]
@@ -51,7 +51,11 @@ def _index(lay: Layout, ndim: int, units: Sequence[int] | None, positions: Any) 
                 f"positions= needs an activation with one position axis (a sequence), but this "
                 f"one has {len(lay.positions)} ({lay.kind}); select spatial locations with a callable edit."
             )
-        pos = positions if isinstance(positions, slice) else torch.as_tensor(positions, dtype=torch.long)
+        pos = (
+            positions
+            if isinstance(positions, slice)
+            else torch.as_tensor(positions, dtype=torch.long)
+        )
         index[lay.positions[0]] = pos
     tensors = [i for i in index if isinstance(i, torch.Tensor)]
     if len(tensors) == 2:  # two advanced indices would pair up element-wise; take the cross product
@@ -131,7 +135,11 @@ class _Patch(EditFn):
     def apply(self, tensor, layer, module):
         value = self._value(layer).to(device=tensor.device, dtype=tensor.dtype)
         if value.shape != tensor.shape:
-            if value.dim() == tensor.dim() and value.shape[0] == 1 and value.shape[1:] == tensor.shape[1:]:
+            if (
+                value.dim() == tensor.dim()
+                and value.shape[0] == 1
+                and value.shape[1:] == tensor.shape[1:]
+            ):
                 value = value.expand_as(tensor)
             else:
                 raise ShapeMismatchError(
@@ -247,7 +255,9 @@ class Editing(HookContext):
                     "hlviz.ablate/patch/steer or a function tensor -> tensor."
                 )
             if isinstance(spec, list):
-                raise LayerSpecError("a dict key cannot be a list; use a tuple of layer specs instead.")
+                raise LayerSpecError(
+                    "a dict key cannot be a list; use a tuple of layer specs instead."
+                )
             for name in resolve(inner, spec):
                 plan.setdefault(name, []).append(fn)
         super().__init__(model, list(plan))
@@ -274,7 +284,11 @@ class Editing(HookContext):
                 if result is None:
                     continue
                 if not isinstance(result, torch.Tensor) or result.shape != new.shape:
-                    got = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
+                    got = (
+                        tuple(result.shape)
+                        if isinstance(result, torch.Tensor)
+                        else type(result).__name__
+                    )
                     raise ShapeMismatchError(
                         f"the edit function {fn!r} for layer {name!r} returned {got} for an output "
                         f"of shape {tuple(new.shape)}; return a tensor of the same shape (or None)."

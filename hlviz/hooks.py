@@ -215,7 +215,9 @@ class Recording(HookContext, Mapping):
     def _attach(self, model: nn.Module, modules: dict[str, nn.Module]) -> None:
         self._add(model.register_forward_pre_hook(_mark(lambda module, args: self._reset())))
         for name, module in modules.items():
-            self._add(module.register_forward_hook(self._make_hook(name, layout_source(model, name))))
+            self._add(
+                module.register_forward_hook(self._make_hook(name, layout_source(model, name)))
+            )
 
     def _make_hook(self, name: str, shape_source: nn.Module):
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
@@ -234,10 +236,9 @@ class Recording(HookContext, Mapping):
                     HlvizWarning,
                     stacklevel=2,
                 )
-            if self._want_inputs:
-                if args:
-                    arg, _ = pick(args[0], None, name)
-                    self._inputs[name].append(self._process(arg, module, name))
+            if self._want_inputs and args:
+                arg, _ = pick(args[0], None, name)
+                self._inputs[name].append(self._process(arg, module, name))
             if self._stop and all(self._outputs[n] for n in self._names):
                 self._stopped = True
                 raise _StopForward(self)
@@ -356,8 +357,13 @@ class Recording(HookContext, Mapping):
             parts = []
             for name in self._names:
                 values = self._outputs.get(name) or []
-                shape = "not run" if not values else (
-                    str(tuple(values[0].shape)) + (f" x{len(values)} calls" if len(values) > 1 else "")
+                shape = (
+                    "not run"
+                    if not values
+                    else (
+                        str(tuple(values[0].shape))
+                        + (f" x{len(values)} calls" if len(values) > 1 else "")
+                    )
                 )
                 parts.append(f"{name}: {shape}")
             state = ", ".join(parts)
@@ -419,8 +425,15 @@ def record(
     several times in one pass gives a list, with an :class:`~hlviz.errors.HlvizWarning`.
     """
     return Recording(
-        model, layers, to=to, dtype=dtype, reduce=reduce, select=select,
-        inputs=inputs, grads=grads, stop=stop,
+        model,
+        layers,
+        to=to,
+        dtype=dtype,
+        reduce=reduce,
+        select=select,
+        inputs=inputs,
+        grads=grads,
+        stop=stop,
     )
 
 

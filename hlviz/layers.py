@@ -27,7 +27,7 @@ import difflib
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ from .errors import EmptySelectionError, LayerNotFoundError, LayerSpecError, Not
 
 __all__ = ["LayerSpec", "layer_names", "list_layers", "resolve", "resolve_modules", "unwrap"]
 
-LayerSpec = Union[str, int, type, nn.Module, Sequence[Any]]
+LayerSpec = str | int | type | nn.Module | Sequence[Any]
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _GLOB_CHARS = set("*?[")
@@ -91,23 +91,11 @@ def layer_names(model: nn.Module) -> list[str]:
     return [n for n, _ in _named_modules(unwrap(model))[0]]
 
 
-@lru_cache(maxsize=256)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a dotted-name glob into a regex: ``*``/``?`` within a segment, ``**`` across."""
-    out, i, n = [], 0, len(pattern)
+def _segment_regex(segment: str) -> str:
+    out, i, n = [], 0, len(segment)
     while i < n:
-        c = pattern[i]
-        if pattern.startswith("**", i):
-            before = i == 0 or pattern[i - 1] == "."
-            after = i + 2 == n or pattern[i + 2] == "."
-            if before and after and i + 2 < n:  # "**." at a segment start: zero or more segments
-                out.append(r"(?:[^.]+\.)*")
-                i += 3
-                continue
-            if before and after and i > 0 and out and out[-1] == r"\.":  # ".**" at the end
-                out[-1] = r"(?:\.[^.]+)*"
-                i += 2
-                continue
+        c = segment[i]
+        if segment.startswith("**", i):  # inside a segment, '**' may still cross dots
             out.append(".*")
             i += 2
         elif c == "*":
@@ -117,20 +105,38 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
             out.append("[^.]")
             i += 1
         elif c == "[":
-            j = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
-            if j == -1:
-                out.append(r"\[")
+            start = i + 2 if segment[i + 1 : i + 2] in ("!", "]") else i + 1
+            j = segment.find("]", start)
+            if j == -1:  # no closing bracket: a literal '['
+                out.append(re.escape(c))
                 i += 1
                 continue
-            body = pattern[i + 1 : j]
-            if body.startswith("!"):
-                body = "^" + body[1:]
+            body = segment[i + 1 : j]
+            body = "^" + body[1:] if body.startswith("!") else body
             out.append("[" + body.replace("\\", "\\\\") + "]")
             i = j + 1
         else:
             out.append(re.escape(c))
             i += 1
-    return re.compile("".join(out))
+    return "".join(out)
+
+
+@lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Translate a dotted-name glob into a regex matched against ``"." + name``.
+
+    Every segment of the name is preceded by a dot, so a whole-segment ``**`` is
+    ``(?:\\.[^.]+)*``: zero or more segments, wherever it stands.
+    """
+    parts = []
+    for segment in pattern.split("."):
+        parts.append(r"(?:\.[^.]+)*" if segment == "**" else r"\." + _segment_regex(segment))
+    return re.compile("".join(parts))
+
+
+def _glob_hits(pattern: str, names: Iterable[str]) -> list[str]:
+    rx = _glob_regex(pattern)
+    return [n for n in names if rx.fullmatch("." + n)]
 
 
 def _strip_wrapper_prefix(name: str, aliases: dict[str, nn.Module]) -> str:
@@ -197,8 +203,7 @@ def _resolve_one(
                 )
             return hits
         if _GLOB_CHARS & set(spec):
-            rx = _glob_regex(spec)
-            hits = [n for n in names if rx.fullmatch(n)]
+            hits = _glob_hits(spec, names)
             if not hits:
                 for prefix in _WRAPPER_PREFIXES:
                     if spec.startswith(prefix):
@@ -212,7 +217,7 @@ def _resolve_one(
         if name in aliases:
             return [name_of[id(aliases[name])]]
         raise LayerNotFoundError(f"no layer {spec!r} in {label}{_suggest(spec, names)}. {see}")
-    if isinstance(spec, type) and issubclass(spec, nn.Module) or (
+    if (isinstance(spec, type) and issubclass(spec, nn.Module)) or (
         isinstance(spec, tuple) and spec and all(isinstance(t, type) for t in spec)
     ):
         hits = [n for n, m in canonical if isinstance(m, spec)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ from .errors import OutputSelectError
 
 __all__ = ["Layout", "Select", "layout", "layout_source", "pick", "put_back", "reduce_positions"]
 
-Select = Union[None, int, str, tuple, Callable[[Any], torch.Tensor]]
+Select = int | str | tuple | Callable[[Any], torch.Tensor] | None
 Path = tuple
 
 _CHANNELS_FIRST = (
@@ -41,9 +41,28 @@ _CHANNELS_FIRST = (
     nn.GroupNorm,
 )
 # element-wise modules keep the layout of whatever came before them
-_ELEMENTWISE = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.Identity,
-                nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Hardtanh, nn.Softplus,
-                nn.Mish, nn.PReLU, nn.ReLU6, nn.SELU, nn.CELU, nn.GLU)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Mish,
+    nn.PReLU,
+    nn.ReLU6,
+    nn.SELU,
+    nn.CELU,
+    nn.GLU,
+)
 
 
 def _describe(value: Any) -> str:
@@ -52,11 +71,18 @@ def _describe(value: Any) -> str:
     if isinstance(value, PackedSequence):
         return "PackedSequence"
     if isinstance(value, Mapping):
-        return type(value).__name__ + "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in value.items()) + "}"
+        return (
+            type(value).__name__
+            + "{"
+            + ", ".join(f"{k!r}: {_describe(v)}" for k, v in value.items())
+            + "}"
+        )
     if isinstance(value, (tuple, list)):
         inner = ", ".join(_describe(v) for v in value)
-        return f"({inner},)" if isinstance(value, tuple) and len(value) == 1 else (
-            f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+        return (
+            f"({inner},)"
+            if isinstance(value, tuple) and len(value) == 1
+            else (f"({inner})" if isinstance(value, tuple) else f"[{inner}]")
         )
     return type(value).__name__
 
@@ -87,6 +113,10 @@ def _first_tensor_path(value: Any, path: Path = ()) -> Path | None:
 
 def _get(value: Any, path: Path) -> Any:
     for key in path:
+        if isinstance(value, (torch.Tensor, PackedSequence)):
+            raise TypeError(
+                "a tensor is not indexed by select=; it indexes tuples, lists and dicts"
+            )
         value = value[key]
     return value
 

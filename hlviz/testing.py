@@ -52,12 +52,26 @@ def list_hooks(model: nn.Module) -> list[dict[str, Any]]:
     for name, module in unwrap(model).named_modules():
         for kind, attr in _KINDS.items():
             for hook_id, fn in getattr(module, attr, {}).items():
-                found.append({"layer": name, "kind": kind, "id": hook_id, "hook": _describe(fn),
-                              "hlviz": bool(getattr(fn, "__hlviz__", False))})
+                found.append(
+                    {
+                        "layer": name,
+                        "kind": kind,
+                        "id": hook_id,
+                        "hook": _describe(fn),
+                        "hlviz": bool(getattr(fn, "__hlviz__", False)),
+                    }
+                )
     for kind, attr in _GLOBAL.items():
         for hook_id, fn in getattr(_module, attr, {}).items():
-            found.append({"layer": "*", "kind": kind, "id": hook_id, "hook": _describe(fn),
-                          "hlviz": bool(getattr(fn, "__hlviz__", False))})
+            found.append(
+                {
+                    "layer": "*",
+                    "kind": kind,
+                    "id": hook_id,
+                    "hook": _describe(fn),
+                    "hlviz": bool(getattr(fn, "__hlviz__", False)),
+                }
+            )
     return found
 
 

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 import hlviz
-from hlviz.errors import HlvizWarning, LayerNotFoundError, NotRecordedError, OutputSelectError, RecordingStateError
+from hlviz.errors import (
+    HlvizWarning,
+    LayerNotFoundError,
+    NotRecordedError,
+    OutputSelectError,
+    RecordingStateError,
+)
 
 from .zoo import DictOut, Shared
 
@@ -73,8 +79,12 @@ def test_reduce_over_space(cnn, images, how, shape):
         cnn(images)
     full = cnn.features[0](images).detach()
     assert tuple(rec["features.0"].shape) == shape
-    expected = {"mean": full.mean((2, 3)), "max": full.amax((2, 3)), "sum": full.sum((2, 3)),
-                "flatten": full.flatten(1)}[how]
+    expected = {
+        "mean": full.mean((2, 3)),
+        "max": full.amax((2, 3)),
+        "sum": full.sum((2, 3)),
+        "flatten": full.flatten(1),
+    }[how]
     torch.testing.assert_close(rec["features.0"], expected)
 
 
@@ -194,10 +204,14 @@ def test_dict_outputs_and_select_errors():
     with hlviz.record(model, "inner", select="z") as rec:
         model(x)
     assert rec["inner"].shape == (2, 6)
-    with pytest.raises(OutputSelectError, match=r"select='meta' picked str from the output of layer 'inner'"):
+    with pytest.raises(
+        OutputSelectError, match=r"select='meta' picked str from the output of layer 'inner'"
+    ):
         with hlviz.record(model, "inner", select="meta"):
             model(x)
-    with pytest.raises(OutputSelectError, match="select='q' does not index the output of layer 'inner'"):
+    with pytest.raises(
+        OutputSelectError, match="select='q' does not index the output of layer 'inner'"
+    ):
         with hlviz.record(model, "inner", select="q"):
             model(x)
     hlviz.testing.assert_no_hooks(model)
@@ -209,7 +223,10 @@ def test_non_tensor_output_without_select():
             return {"note": "text", "n": 3}
 
     model = nn.Sequential(nn.Linear(2, 2), Meta())
-    with pytest.raises(OutputSelectError, match=r"layer '1' returned dict\{'note': str, 'n': int\}, which holds no tensor\. Pass select="):
+    with pytest.raises(
+        OutputSelectError,
+        match=r"layer '1' returned dict\{'note': str, 'n': int\}, which holds no tensor\. Pass select=",
+    ):
         with hlviz.record(model, "1"):
             model(torch.zeros(1, 2))
     hlviz.testing.assert_no_hooks(model)
@@ -218,7 +235,9 @@ def test_non_tensor_output_without_select():
 def test_inputs_are_recorded(cnn, images):
     with hlviz.record(cnn, "classifier", inputs=True) as rec:
         cnn(images)
-    torch.testing.assert_close(rec.inputs["classifier"], cnn.pool(cnn.features(images)).flatten(1).detach())
+    torch.testing.assert_close(
+        rec.inputs["classifier"], cnn.pool(cnn.features(images)).flatten(1).detach()
+    )
     with pytest.raises(RecordingStateError, match="pass grads=True"):
         rec.grads  # noqa: B018
     with pytest.raises(RecordingStateError, match="pass inputs=True"):
@@ -237,7 +256,10 @@ def test_gradients_through_tensor_hooks_match_autograd(cnn, images):
     for i in (1, 3):
         twin.features[i].inplace = False
     acts = {}
-    hs = [twin.features[i].register_forward_hook(lambda m, a, o, i=i: acts.__setitem__(i, o)) for i in (0, 2)]
+    hs = [
+        twin.features[i].register_forward_hook(lambda m, a, o, i=i: acts.__setitem__(i, o))
+        for i in (0, 2)
+    ]
     try:
         out = twin(x)
     finally:
@@ -254,7 +276,9 @@ def test_gradients_through_tensor_hooks_match_autograd(cnn, images):
 def test_gradient_missing_explains(cnn, images):
     with torch.no_grad(), hlviz.record(cnn, "features.0", grads=True) as rec:
         cnn(images)
-    with pytest.raises(NotRecordedError, match=r"no gradient was recorded for 'features.0': call .backward\(\)"):
+    with pytest.raises(
+        NotRecordedError, match=r"no gradient was recorded for 'features.0': call .backward\(\)"
+    ):
         rec.grads["features.0"]
     with pytest.raises(RecordingStateError, match="pass grads=True"):
         hlviz.activations(cnn, images, "features.0").grads  # noqa: B018
@@ -270,7 +294,9 @@ def test_reading_before_any_forward_and_unknown_layers(cnn, images):
         rec["features.0"]
     with rec:
         cnn(images)
-    with pytest.raises(LayerNotFoundError, match=r"'classifier' is not among the recorded layers \['features.0'\]"):
+    with pytest.raises(
+        LayerNotFoundError, match=r"'classifier' is not among the recorded layers \['features.0'\]"
+    ):
         rec["classifier"]
     assert "features.0" in rec and "classifier" not in rec and len(rec) == 1
     assert rec["module.features.0"] is rec["features.0"]
@@ -288,7 +314,9 @@ def test_layer_that_did_not_run_explains():
     model = Skips()
     with hlviz.record(model, ["used", "unused"]) as rec:
         model(torch.zeros(1, 2))
-    with pytest.raises(NotRecordedError, match="layer 'unused' did not run during the last forward pass"):
+    with pytest.raises(
+        NotRecordedError, match="layer 'unused' did not run during the last forward pass"
+    ):
         rec["unused"]
     assert list(rec) == ["used"]
 
@@ -358,7 +386,9 @@ def test_recording_does_not_keep_the_model_alive(images):
     gc.collect()
     assert ref() is None
     assert rec["features.0"].shape == (2, 4, 8, 8)
-    with pytest.raises(RecordingStateError, match="the model of this hook context has been deleted"):
+    with pytest.raises(
+        RecordingStateError, match="the model of this hook context has been deleted"
+    ):
         with rec:
             pass
 
@@ -380,12 +410,23 @@ def test_transformer_encoder_layers_are_recorded_in_eval_and_no_grad():
 
 
 def test_hugging_face_bert_from_a_small_random_config():
-    transformers = pytest.importorskip("transformers", reason="transformers is part of the dev extra")
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=20, max_position_embeddings=32)
+    transformers = pytest.importorskip(
+        "transformers", reason="transformers is part of the dev extra"
+    )
+    cfg = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=20,
+        max_position_embeddings=32,
+    )
     torch.manual_seed(0)
     bert = transformers.BertModel(cfg).eval()
-    batch = {"input_ids": torch.randint(0, 50, (2, 7)), "attention_mask": torch.ones(2, 7, dtype=torch.long)}
+    batch = {
+        "input_ids": torch.randint(0, 50, (2, 7)),
+        "attention_mask": torch.ones(2, 7, dtype=torch.long),
+    }
     with torch.no_grad():  # transformers installs hooks of its own on the first forward pass
         bert(**batch, output_hidden_states=True)
     own = hlviz.testing.list_hooks(bert)

@@ -14,7 +14,10 @@ from .zoo import Blocks
 
 def test_layer_names_in_definition_order(cnn):
     assert hlviz.layer_names(cnn) == [
-        "features", *[f"features.{i}" for i in range(6)], "pool", "classifier",
+        "features",
+        *[f"features.{i}" for i in range(6)],
+        "pool",
+        "classifier",
     ]
 
 
@@ -102,7 +105,10 @@ def test_empty_selections_raise(cnn):
 
 
 def test_bad_indices_and_spec_types(cnn):
-    with pytest.raises(LayerNotFoundError, match=r"index 9 is out of range: Blocks has 9 layers \(valid indices -9..8\)"):
+    with pytest.raises(
+        LayerNotFoundError,
+        match=r"index 9 is out of range: Blocks has 9 layers \(valid indices -9..8\)",
+    ):
         hlviz.resolve(cnn, 9)
     with pytest.raises(LayerSpecError, match="cannot be a float"):
         hlviz.resolve(cnn, 1.5)

@@ -12,9 +12,12 @@ class Blocks(nn.Module):
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(4, 6, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(6, 8, 3, padding=1),
+            nn.ReLU(),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(8, 3)

@@ -1,0 +1,56 @@
+# hlviz: `make book` (the tutorials, rendered) and `make test` (everything CI checks).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# notebooks run with a fixed thread count and no progress bars, as in CI
+export HLVIZ_PROGRESS = 0
+export HF_HUB_OFFLINE = 1
+export HF_HUB_DISABLE_PROGRESS_BARS = 1
+export TOKENIZERS_PARALLELISM = false
+export PYDEVD_DISABLE_FILE_VALIDATION = 1
+
+.PHONY: help venv book test lint lab refresh bench gpu-check clean
+
+help:
+	@echo "make book      execute every notebook and render build/book/index.html (main job)"
+	@echo "make test      lint + unit tests + strict nbval on every notebook, one pytest call"
+	@echo "make lab       JupyterLab on the notebooks"
+	@echo "make refresh   re-execute notebooks in place to update stored outputs (NB=path for one)"
+	@echo "make bench     benchmarks (markdown tables of ratios)"
+	@echo "make gpu-check CUDA tests and one notebook per track on a GPU"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(PY) scripts/build_book.py --out build/book $(NOTEBOOKS)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks
+
+refresh: $(STAMP)
+	$(PY) scripts/build_book.py --inplace $(if $(NB),$(NB),$(NOTEBOOKS))
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+gpu-check: $(STAMP)
+	$(PY) -m pytest -m gpu tests
+	HLVIZ_DEVICE=cuda $(PY) scripts/build_book.py --out build/gpu-book $(NOTEBOOKS)
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache .hypothesis
