@@ -25,7 +25,7 @@ from torch import nn
 from .errors import LayerSpecError, ShapeMismatchError
 from .hooks import HookContext, _mark
 from .layers import resolve, unwrap
-from .outputs import Layout, Select, layout, layout_source, pick, put_back
+from .outputs import Layout, Select, layout, layout_sources, pick, put_back
 
 __all__ = ["EditFn", "Editing", "ablate", "edit", "patch", "steer"]
 
@@ -265,8 +265,9 @@ class Editing(HookContext):
         self._select = select
 
     def _attach(self, model: nn.Module, modules: dict[str, nn.Module]) -> None:
+        sources = layout_sources(model, list(modules))
         for name, module in modules.items():
-            hook = self._make_hook(name, layout_source(model, name))
+            hook = self._make_hook(name, sources[name])
             self._add(module.register_forward_hook(hook, prepend=True))
 
     def _make_hook(self, name: str, shape_source: nn.Module):

@@ -30,7 +30,7 @@ from .errors import (
     RecordingStateError,
 )
 from .layers import LayerSpec, check_module, resolve, unwrap
-from .outputs import REDUCERS, Select, layout, layout_source, pick, reduce_positions
+from .outputs import REDUCERS, Select, layout, layout_sources, pick, reduce_positions
 
 __all__ = ["HookContext", "Recording", "activations", "record", "run_model"]
 
@@ -214,10 +214,10 @@ class Recording(HookContext, Mapping):
 
     def _attach(self, model: nn.Module, modules: dict[str, nn.Module]) -> None:
         self._add(model.register_forward_pre_hook(_mark(lambda module, args: self._reset())))
+        # the layout (where units and positions lie) matters only to string reducers
+        sources = layout_sources(model, list(modules)) if isinstance(self._reduce, str) else modules
         for name, module in modules.items():
-            self._add(
-                module.register_forward_hook(self._make_hook(name, layout_source(model, name)))
-            )
+            self._add(module.register_forward_hook(self._make_hook(name, sources[name])))
 
     def _make_hook(self, name: str, shape_source: nn.Module):
         def hook(module: nn.Module, args: tuple, output: Any) -> None:

@@ -330,14 +330,13 @@ def list_layers(model: nn.Module, example: Any = None, *, leaves_only: bool = Fa
         )
     table = pd.DataFrame(rows, columns=["name", "type", "depth", "params", "leaf"])
     if example is not None:
-        shapes: dict[str, str] = {}
+        shapes: dict[str, list[str]] = {}
         lookup = dict(canonical)
         handles = []
 
         def make_hook(layer: str):
             def hook(module, args, output):
-                text = _shape_text(output)
-                shapes[layer] = text if layer not in shapes else shapes[layer] + " x2+"
+                shapes.setdefault(layer, []).append(_shape_text(output))
 
             hook.__hlviz__ = True  # type: ignore[attr-defined]
             return hook
@@ -350,5 +349,10 @@ def list_layers(model: nn.Module, example: Any = None, *, leaves_only: bool = Fa
         finally:
             for h in handles:
                 h.remove()
-        table["output_shape"] = [shapes.get(n, "(not run)") for n in table["name"]]
+        table["output_shape"] = [
+            "(not run)"
+            if n not in shapes
+            else shapes[n][0] + (f" ({len(shapes[n])} calls)" if len(shapes[n]) > 1 else "")
+            for n in table["name"]
+        ]
     return table

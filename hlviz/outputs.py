@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .errors import OutputSelectError
 
-__all__ = ["Layout", "Select", "layout", "layout_source", "pick", "put_back", "reduce_positions"]
+__all__ = ["Layout", "Select", "layout", "layout_sources", "pick", "put_back", "reduce_positions"]
 
 Select = int | str | tuple | Callable[[Any], torch.Tensor] | None
 Path = tuple
@@ -214,24 +214,23 @@ def _last_informative_leaf(module: nn.Module) -> nn.Module:
     return module
 
 
-def layout_source(model: nn.Module, name: str) -> nn.Module:
-    """The module whose type tells the layout of layer ``name``'s output.
+def layout_sources(model: nn.Module, names: list[str]) -> dict[str, nn.Module]:
+    """For each layer name, the module whose type tells the layout of its output.
 
     An element-wise layer (``ReLU``, ``Dropout``, or a block of them) keeps the layout
     of what came before it, so for it this is the nearest preceding leaf module (in
-    definition order) that is not element-wise.
+    definition order) that is not element-wise. One pass over the model.
     """
-    modules = dict(model.named_modules())
-    module = modules[name]
-    if not isinstance(_last_informative_leaf(module), _ELEMENTWISE):
-        return module
-    previous = None
-    for other_name, other in model.named_modules():
-        if other_name == name:
-            break
-        if not any(True for _ in other.children()) and not isinstance(other, _ELEMENTWISE):
-            previous = other
-    return previous if previous is not None else module
+    wanted = set(names)
+    found: dict[str, nn.Module] = {}
+    previous: nn.Module | None = None
+    for name, module in model.named_modules():
+        if name in wanted:
+            informative = not isinstance(_last_informative_leaf(module), _ELEMENTWISE)
+            found[name] = module if informative or previous is None else previous
+        if not any(True for _ in module.children()) and not isinstance(module, _ELEMENTWISE):
+            previous = module
+    return found
 
 
 def layout(module: nn.Module | None, tensor: torch.Tensor) -> Layout:

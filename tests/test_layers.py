@@ -169,3 +169,11 @@ def test_list_layers_cleans_up_when_the_example_fails(cnn):
 
 def test_hooks_on_blocks_use_a_fresh_model_each_time():
     assert hlviz.layer_names(Blocks()) == hlviz.layer_names(Blocks())
+
+
+def test_list_layers_counts_calls_of_a_shared_module():
+    from .zoo import Shared
+
+    table = hlviz.list_layers(Shared(), torch.zeros(2, 5)).set_index("name")
+    assert table.loc["block", "output_shape"] == "(2, 5) (3 calls)"
+    assert table.loc["head", "output_shape"] == "(2, 2)"
