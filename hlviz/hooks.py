@@ -217,10 +217,13 @@ class Recording(HookContext, Mapping):
         # the layout (where units and positions lie) matters only to string reducers
         sources = layout_sources(model, list(modules)) if isinstance(self._reduce, str) else modules
         for name, module in modules.items():
-            self._add(module.register_forward_hook(self._make_hook(name, sources[name])))
+            hook = self._make_hook(name, sources[name])
+            # with_kwargs only when inputs are wanted: layers called as f(hidden_states=...)
+            self._add(module.register_forward_hook(hook, with_kwargs=self._want_inputs))
 
     def _make_hook(self, name: str, shape_source: nn.Module):
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        def hook(module: nn.Module, args: tuple, *rest: Any) -> None:
+            output, kwargs = (rest[1], rest[0]) if len(rest) == 2 else (rest[0], None)
             module = shape_source  # the module whose type tells where units and positions lie
             if not self._ran:  # the layer was called directly, not through the model
                 self._reset()
@@ -236,8 +239,8 @@ class Recording(HookContext, Mapping):
                     HlvizWarning,
                     stacklevel=2,
                 )
-            if self._want_inputs and args:
-                arg, _ = pick(args[0], None, name)
+            if self._want_inputs and (args or kwargs):
+                arg, _ = pick((*args, *kwargs.values()), None, name)  # the first tensor given
                 self._inputs[name].append(self._process(arg, module, name))
             if self._stop and all(self._outputs[n] for n in self._names):
                 self._stopped = True
@@ -316,7 +319,7 @@ class Recording(HookContext, Mapping):
 
     @property
     def inputs(self) -> _View:
-        """Module inputs (first positional argument), when recorded with ``inputs=True``."""
+        """Module inputs (the first tensor among its arguments), when recorded with ``inputs=True``."""
         if not self._want_inputs:
             raise RecordingStateError("inputs were not recorded: pass inputs=True to hlviz.record.")
         return _View(self, self._inputs, "input")
@@ -413,7 +416,8 @@ def record(
             (space, time, tokens; see :func:`hlviz.outputs.layout`), ``"flatten"``, or a
             callable; applied inside the hook so the full tensor is never copied.
         select: which part of a non-tensor output to keep (see :func:`hlviz.outputs.pick`).
-        inputs: also record each module's first positional input (``rec.inputs``).
+        inputs: also record each module's input, the first tensor among its positional
+            then keyword arguments (``rec.inputs``).
         grads: also record the gradient w.r.t. each output (``rec.grads``) through
             tensor hooks; call ``.backward()`` inside the block.
         stop: end the forward pass as soon as every layer has run (saves the rest of

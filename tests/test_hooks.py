@@ -244,6 +244,22 @@ def test_inputs_are_recorded(cnn, images):
         hlviz.activations(cnn, images, "classifier").inputs  # noqa: B018
 
 
+def test_inputs_given_as_keywords_are_recorded():
+    class KwCaller(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.inner(input=x)  # keyword only: args is empty in the hook
+
+    model = KwCaller()
+    x = torch.randn(2, 3)
+    with hlviz.record(model, "inner", inputs=True) as rec:
+        model(x)
+    torch.testing.assert_close(rec.inputs["inner"], x)
+
+
 def test_gradients_through_tensor_hooks_match_autograd(cnn, images):
     x = images.clone().requires_grad_()
     with hlviz.record(cnn, ["features.0", "features.2", "classifier"], grads=True) as rec:
