@@ -11,7 +11,9 @@ from .zoo import Blocks
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is visible"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device; none is visible"
+    ),
 ]
 
 
@@ -22,7 +24,9 @@ def test_record_on_cuda_defaults_to_cpu_copies_or_keeps_device():
         model(x)
     with hlviz.record(model, "features.*", to=None) as gpu_rec, torch.no_grad():
         model(x)
-    assert cpu_rec["features.0"].device.type == "cpu" and gpu_rec["features.0"].device.type == "cuda"
+    assert (
+        cpu_rec["features.0"].device.type == "cpu" and gpu_rec["features.0"].device.type == "cuda"
+    )
     torch.testing.assert_close(cpu_rec["features.0"], gpu_rec["features.0"].cpu())
     assert (cpu_rec["features.0"] < 0).any()  # copied before the in-place ReLU
     hlviz.testing.assert_no_hooks(model)

@@ -33,7 +33,9 @@ def test_ruff_lint_and_format_are_clean():
     assert lint.returncode == 0, lint.stdout + lint.stderr
     fmt = subprocess.run(
         [BIN / "ruff", "format", "--check", "hlviz", "tests", "scripts", "bench"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
@@ -70,7 +72,9 @@ def test_environment_yml_agrees_with_requirements_and_pyproject():
         declared += [d for d in extra if not d.startswith("hlviz")]
     for dep in declared:
         name = re.split(r"[<>=!~\[ ]", dep, maxsplit=1)[0].lower()
-        assert CONDA_NAMES.get(name, name) in merged, f"{name} (pyproject) is missing from environment.yml"
+        assert CONDA_NAMES.get(name, name) in merged, (
+            f"{name} (pyproject) is missing from environment.yml"
+        )
 
 
 def test_data_files_have_provenance_and_matching_checksums():
@@ -84,7 +88,9 @@ def test_data_files_have_provenance_and_matching_checksums():
         for p in data.rglob("*")
         if p.is_file() and p.name not in ("PROVENANCE.md", "SHA256SUMS")
     }
-    assert files == set(listed), f"files without a checksum or checksums without a file: {files ^ set(listed)}"
+    assert files == set(listed), (
+        f"files without a checksum or checksums without a file: {files ^ set(listed)}"
+    )
     provenance = (data / "PROVENANCE.md").read_text()
     for name, digest in listed.items():
         assert hashlib.sha256((data / name).read_bytes()).hexdigest() == digest, f"{name} changed"
@@ -111,7 +117,9 @@ def test_notebook_is_stored_clean(path):
     for c in code:
         assert c["execution_count"] is not None, "every code cell was executed"
         for out in c["outputs"]:
-            assert out.get("name") != "stderr", f"stderr output in {path.name}: {''.join(out['text'])[:200]}"
+            assert out.get("name") != "stderr", (
+                f"stderr output in {path.name}: {''.join(out['text'])[:200]}"
+            )
             assert out["output_type"] != "error"
     text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert text.lstrip().startswith("# ")
@@ -140,12 +148,17 @@ def test_book_builder_renders_an_index(tmp_path):
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# A tiny notebook"), nbformat.v4.new_code_cell("print(6 * 7)")]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# A tiny notebook"),
+        nbformat.v4.new_code_cell("print(6 * 7)"),
+    ]
     src = tmp_path / "00_tiny.ipynb"
     nbformat.write(nb, src)
     out = subprocess.run(
         [sys.executable, ROOT / "scripts" / "build_book.py", "--out", tmp_path / "book", src],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     index = (tmp_path / "book" / "index.html").read_text()
@@ -153,8 +166,15 @@ def test_book_builder_renders_an_index(tmp_path):
     assert "42" in (tmp_path / "book" / "00_tiny.html").read_text()
     assert f"book written: {(tmp_path / 'book' / 'index.html').resolve()}" in out.stdout
     bad = subprocess.run(
-        [sys.executable, ROOT / "scripts" / "build_book.py", "--out", tmp_path, tmp_path / "nope.ipynb"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            ROOT / "scripts" / "build_book.py",
+            "--out",
+            tmp_path,
+            tmp_path / "nope.ipynb",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2 and "no such notebook" in bad.stderr
 

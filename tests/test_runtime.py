@@ -30,7 +30,9 @@ def test_default_device_and_override(monkeypatch):
     monkeypatch.setenv("HLVIZ_DEVICE", "cpu")
     assert hlviz.default_device().type == "cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available here; use 'cpu' or unset HLVIZ_DEVICE"):
+        with pytest.raises(
+            RuntimeError, match="CUDA is not available here; use 'cpu' or unset HLVIZ_DEVICE"
+        ):
             hlviz.default_device("cuda")
 
 
