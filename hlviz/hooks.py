@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -49,9 +49,9 @@ class _StopForward(Exception):
         self.owner = owner
 
 
-def _uses_mha_fastpath(model: nn.Module) -> bool:
+def _uses_mha_fastpath(modules: Iterable[nn.Module]) -> bool:
     kinds = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.MultiheadAttention)
-    return any(isinstance(m, kinds) for m in model.modules())
+    return any(isinstance(m, kinds) for m in modules)
 
 
 class HookContext:
@@ -107,7 +107,7 @@ class HookContext:
         self._active = True
         self._live = model  # held only while active
         try:
-            if _uses_mha_fastpath(model):  # fused kernels skip submodules and their hooks
+            if _uses_mha_fastpath(lookup.values()):  # fused kernels skip submodules and their hooks
                 self._fastpath_saved = torch.backends.mha.get_fastpath_enabled()
                 torch.backends.mha.set_fastpath_enabled(False)
             self._attach(model, {n: lookup[n] for n in self._names})

@@ -77,8 +77,15 @@ def check_module(model: Any, argument: str = "model") -> None:
 
 def _named_modules(model: nn.Module) -> tuple[list[tuple[str, nn.Module]], dict[str, nn.Module]]:
     """Canonical (deduplicated) layers in definition order, and every alias name -> module."""
-    canonical = [(n, m) for n, m in model.named_modules() if n]
-    aliases = {n: m for n, m in model.named_modules(remove_duplicate=False) if n}
+    canonical, aliases, seen = [], {}, set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        if not name:
+            seen.add(id(module))
+            continue
+        aliases[name] = module
+        if id(module) not in seen:  # the first name of a module shared under several names
+            seen.add(id(module))
+            canonical.append((name, module))
     return canonical, aliases
 
 

@@ -15,6 +15,7 @@ the units (channels, features) and which hold positions (space, time, tokens).
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -206,7 +207,18 @@ class Layout:
     kind: str  # "flat", "channels_first", "sequence", "sequence_first"
 
 
+_LEAF_CACHE: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+
 def _last_informative_leaf(module: nn.Module) -> nn.Module:
+    cached = _LEAF_CACHE.get(module)
+    if cached is not None:
+        return cached
+    _LEAF_CACHE[module] = found = _find_last_informative_leaf(module)
+    return found
+
+
+def _find_last_informative_leaf(module: nn.Module) -> nn.Module:
     leaves = [m for m in module.modules() if not any(True for _ in m.children())]
     for leaf in reversed(leaves):
         if not isinstance(leaf, _ELEMENTWISE):
