@@ -8,7 +8,7 @@
 (2, 8)
 """
 
-from . import errors, testing
+from . import datasets, errors, models, plotting, testing
 from .edits import ablate, edit, patch, steer
 from .errors import HlvizError, HlvizWarning, LayerNotFoundError
 from .hooks import Recording, activations, model_device, record, run_model
@@ -25,13 +25,16 @@ __all__ = [
     "__version__",
     "ablate",
     "activations",
+    "datasets",
     "default_device",
     "edit",
     "errors",
     "layer_names",
     "list_layers",
     "model_device",
+    "models",
     "patch",
+    "plotting",
     "record",
     "resolve",
     "resolve_modules",

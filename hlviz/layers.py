@@ -206,7 +206,7 @@ def _resolve_one(
             if not hits:
                 raise EmptySelectionError(
                     f"regex {spec!r} matched no layer of {label} (it must match the whole "
-                    f"name; add '.*' to match a prefix){_suggest(spec[3:], names)} {see}"
+                    f"name; add '.*' to match a prefix){_suggest(spec[3:], names) or '.'} {see}"
                 )
             return hits
         if _GLOB_CHARS & set(spec):
@@ -217,13 +217,15 @@ def _resolve_one(
                         return _resolve_one(model, spec[len(prefix) :], canonical, aliases)
                 raise EmptySelectionError(
                     f"glob {spec!r} matched no layer of {label} ('*' stays within one dotted "
-                    f"segment; use '**' to cross segments){_suggest(spec, names)} {see}"
+                    f"segment; use '**' to cross segments){_suggest(spec, names) or '.'} {see}"
                 )
             return hits
         name = _strip_wrapper_prefix(spec, aliases)
         if name in aliases:
             return [name_of[id(aliases[name])]]
-        raise LayerNotFoundError(f"no layer {spec!r} in {label}{_suggest(spec, names)}. {see}")
+        raise LayerNotFoundError(
+            f"no layer {spec!r} in {label}{_suggest(spec, names) or '.'} {see}"
+        )
     if (isinstance(spec, type) and issubclass(spec, nn.Module)) or (
         isinstance(spec, tuple) and spec and all(isinstance(t, type) for t in spec)
     ):

@@ -29,10 +29,13 @@ def execute(path: Path, timeout: int) -> nbformat.NotebookNode:
         nb,
         timeout=timeout,
         kernel_name="python3",
+        record_timing=False,  # no per-cell timestamps: refreshed notebooks diff cleanly
         resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
     nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",

@@ -80,7 +80,7 @@ def test_unknown_name_suggests_close_names(cnn):
         hlviz.resolve(cnn, "feature.3")
     msg = str(err.value)
     assert "no layer 'feature.3' in Blocks" in msg
-    assert "did you mean 'features.3'" in msg
+    assert "did you mean 'features.3'" in msg and "?. " not in msg
     assert "hlviz.list_layers(model)" in msg
     assert isinstance(err.value, KeyError)
 
@@ -94,6 +94,10 @@ def test_wrong_place_suggests_same_last_segment():
 
 
 def test_empty_selections_raise(cnn):
+    with pytest.raises(
+        EmptySelectionError, match=r"glob 'zzz\.\*' matched no layer of Blocks .*segments\)\. See"
+    ):
+        hlviz.resolve(cnn, "zzz.*")
     with pytest.raises(EmptySelectionError, match=r"glob 'feat\.\*' matched no layer of Blocks"):
         hlviz.resolve(cnn, "feat.*")
     with pytest.raises(EmptySelectionError, match="must match the whole name"):
