@@ -105,7 +105,9 @@ def ablate(
 ) -> EditFn:
     """Set ``units`` (channels/features; all when ``None``) to ``value``.
 
-    >>> hlviz.edit(model, {"features.3": hlviz.ablate(units=[7, 12])})   # doctest: +SKIP
+    Example::
+
+        hlviz.edit(model, {"features.3": hlviz.ablate(units=[7, 12])})
 
     ``value="mean"`` replaces each unit by its mean over the batch and positions
     (mean-ablation). ``positions`` restricts the edit to some tokens/time steps.
@@ -168,9 +170,11 @@ def patch(
 ) -> EditFn:
     """Replace a layer's output with a stored one: activation patching.
 
-    >>> clean = hlviz.activations(model, x_clean, "blocks.*")                # doctest: +SKIP
-    >>> with hlviz.edit(model, {"blocks.2": hlviz.patch(clean)}):             # doctest: +SKIP
-    ...     patched = model(x_corrupt)
+    Example::
+
+        clean = hlviz.activations(model, x_clean, "blocks.*")
+        with hlviz.edit(model, {"blocks.2": hlviz.patch(clean)}):
+            patched = model(x_corrupt)
 
     ``source`` is a :class:`~hlviz.Recording` (looked up by layer name), a mapping, or
     one tensor. Its shape must match the output (a batch of 1 broadcasts). ``units``
@@ -218,7 +222,9 @@ def steer(
 ) -> EditFn:
     """Add ``scale * direction`` to every unit vector of the output (activation steering).
 
-    >>> hlviz.edit(model, {"blocks.3": hlviz.steer(v, scale=4.0)})   # doctest: +SKIP
+    Example::
+
+        hlviz.edit(model, {"blocks.3": hlviz.steer(v, scale=4.0)})
 
     ``direction`` has one entry per unit (channels for images, features for tokens).
     """
@@ -303,8 +309,10 @@ class Editing(HookContext):
 def edit(model: nn.Module, edits: Mapping[Any, Callable], *, select: Select = None) -> Editing:
     """Apply ``edits`` (``{layer spec: function}``) to layer outputs inside a ``with`` block.
 
-    >>> with hlviz.edit(model, {"encoder.layer.3": hlviz.ablate(units=[7, 12])}):   # doctest: +SKIP
-    ...     out = model(**batch)
+    Example::
+
+        with hlviz.edit(model, {"encoder.layer.3": hlviz.ablate(units=[7, 12])}):
+            out = model(**batch)
 
     A spec that selects several layers applies its function to each; several edits of
     one layer run in the order given. Hooks are removed when the block is left.

@@ -403,10 +403,12 @@ def record(
 ) -> Recording:
     """Record the outputs of ``layers`` during forward passes inside a ``with`` block.
 
-    >>> with hlviz.record(model, "features.*", reduce="mean") as rec:   # doctest: +SKIP
-    ...     logits = model(x)
-    >>> rec["features.0"].shape                                          # doctest: +SKIP
-    torch.Size([N, C])
+    Example::
+
+        with hlviz.record(model, "features.*", reduce="mean") as rec:
+            logits = model(x)
+        rec["features.0"].shape
+        # torch.Size([N, C])
 
     Args:
         layers: any layer spec (see :mod:`hlviz.layers`).
@@ -472,7 +474,9 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
 def activations(model: nn.Module, inputs: Any, layers: LayerSpec, **options: Any) -> Recording:
     """Run ``model`` once on ``inputs`` without gradients and return the :class:`Recording`.
 
-    >>> acts = hlviz.activations(model, x, ["features.0", "classifier"])   # doctest: +SKIP
+    Example::
+
+        acts = hlviz.activations(model, x, ["features.0", "classifier"])
 
     ``inputs`` is a tensor, a tuple of arguments or a mapping of keyword arguments.
     The forward pass stops after the last requested layer unless ``stop=False``;

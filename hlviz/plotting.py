@@ -82,7 +82,9 @@ def plot_images(
 ) -> Figure:
     """A grid of images with their labels as titles; returns the ``Figure``.
 
-    >>> fig = plot_images(test.X[:16], test.y[:16])                  # doctest: +SKIP
+    Example::
+
+        fig = plot_images(test.X[:16], test.y[:16])
 
     ``images`` is ``(N, H, W)``, ``(N, 1, H, W)`` (grey) or ``(N, 3, H, W)`` (colour);
     ``labels`` has one entry per image (class index or text). At most ``max_images``
@@ -127,7 +129,9 @@ def plot_feature_maps(
 ) -> Figure:
     """The channels of one example's activation ``(N, C, H, W)`` as a grid of maps.
 
-    >>> fig = plot_feature_maps(rec["features.conv1"], index=0, title="conv1")  # doctest: +SKIP
+    Example::
+
+        fig = plot_feature_maps(rec["features.conv1"], index=0, title="conv1")
 
     ``index`` picks the example (a ``(C, H, W)`` tensor is taken as it is). All maps
     share one colour scale, shown by a colour bar, so brightness compares across
@@ -201,8 +205,10 @@ def plot_layer_embeddings(
 ) -> Figure:
     """One 2-D scatter per layer (PCA or t-SNE of its activations), coloured by label.
 
-    >>> rec = hlviz.activations(model, test.X, ["features.relu1", "classifier.relu"])  # doctest: +SKIP
-    >>> fig = plot_layer_embeddings(rec, test.y)                     # doctest: +SKIP
+    Example::
+
+        rec = hlviz.activations(model, test.X, ["features.relu1", "classifier.relu"])
+        fig = plot_layer_embeddings(rec, test.y)
 
     ``acts`` maps a layer name to its activations ``(N, ...)`` (a
     :class:`~hlviz.Recording` works); each is flattened to ``(N, D)`` and projected to
@@ -274,7 +280,9 @@ def plot_by_layer(
 ) -> Axes:
     """Numbers per layer (probe accuracy, patching effect...) as lines or bars; returns the ``Axes``.
 
-    >>> ax = plot_by_layer({"conv1": 0.91, "conv2": 0.95, "fc1": 0.98}, ylabel="accuracy")  # doctest: +SKIP
+    Example::
+
+        ax = plot_by_layer({"conv1": 0.91, "conv2": 0.95, "fc1": 0.98}, ylabel="accuracy")
 
     ``values`` is a mapping ``{layer: number}``, a ``pandas.Series`` indexed by layer,
     or a ``pandas.DataFrame`` indexed by layer with one column per series (each a line,

@@ -48,7 +48,9 @@ def _check_xy(X: torch.Tensor, y: torch.Tensor, what: str) -> None:
 def predict(model: nn.Module, X: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """Logits of ``model`` on ``X`` (in eval mode, without gradients), on the CPU: ``(N, classes)``.
 
-    >>> predict(model, X).argmax(1)                                    # doctest: +SKIP
+    Example::
+
+        predict(model, X).argmax(1)
 
     ``X`` is moved to the model's device in batches of ``batch_size``; the model's
     train/eval mode is restored afterwards.
@@ -73,8 +75,9 @@ def accuracy(
 ) -> float:
     """Fraction of rows of ``X`` whose arg-max logit is the label in ``y``.
 
-    >>> accuracy(model, test.X, test.y)                                # doctest: +SKIP
-    0.98
+    Example::
+
+        accuracy(model, test.X, test.y)  # 0.978 for the digits CNN of notebook 00
     """
     _check_xy(X, y, "accuracy(model, X, y)")
     return (predict(model, X, batch_size=batch_size).argmax(1) == y.cpu()).float().mean().item()
@@ -93,8 +96,9 @@ def train_classifier(
 ) -> pd.DataFrame:
     """Train ``model`` in place with Adam, a cosine learning-rate decay and cross-entropy.
 
-    >>> history = train_classifier(model, train.X, train.y, epochs=20,
-    ...                            eval_data=(test.X, test.y))         # doctest: +SKIP
+    Example::
+
+        history = train_classifier(model, train.X, train.y, epochs=20, eval_data=(test.X, test.y))
 
     Returns the history per epoch. The learning rate starts at ``lr`` and decays to 0
     along a cosine over all steps, so the last epochs settle instead of jumping around.
