@@ -16,28 +16,42 @@ same layer sees the edited value whichever context was entered first.
 from __future__ import annotations
 
 import inspect
+import numbers
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import LayerSpecError, ShapeMismatchError
+from .errors import (
+    LayerSpecError,
+    OptionError,
+    OptionTypeError,
+    ShapeMismatchError,
+    UnitIndexError,
+)
 from .hooks import HookContext, _mark
 from .layers import resolve, unwrap
-from .outputs import Layout, Select, layout, layout_sources, pick, put_back
+from .outputs import Layout, LayoutHint, Select, layout, layout_hints, pick, put_back
 
 __all__ = ["EditFn", "Editing", "ablate", "edit", "patch", "steer"]
 
 
 class EditFn:
-    """Base of the edit helpers: ``apply(tensor, layer, module)`` returns the new tensor."""
+    """Base of the edit helpers: ``apply(tensor, layer, hint)`` returns the new tensor.
 
-    def apply(self, tensor: torch.Tensor, layer: str, module: nn.Module) -> torch.Tensor:
+    ``hint`` (a :class:`~hlviz.outputs.LayoutHint` or a module) tells where units and
+    positions lie; called directly, a helper assumes ``(N, C, ...)`` or ``(N, T, D)``.
+    """
+
+    def apply(
+        self, tensor: torch.Tensor, layer: str, hint: LayoutHint | nn.Module | None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, tensor: torch.Tensor, layer: str = "", module: nn.Module | None = None):
-        return self.apply(tensor, layer, module)
+    def __call__(self, tensor: torch.Tensor, layer: str = "", hint: LayoutHint | None = None):
+        return self.apply(tensor, layer, hint)
 
 
 def _index(lay: Layout, ndim: int, units: Sequence[int] | None, positions: Any) -> tuple:
@@ -47,7 +61,7 @@ def _index(lay: Layout, ndim: int, units: Sequence[int] | None, positions: Any) 
         index[lay.units] = torch.as_tensor(list(units), dtype=torch.long)
     if positions is not None:
         if len(lay.positions) != 1:
-            raise ValueError(
+            raise OptionError(
                 f"positions= needs an activation with one position axis (a sequence), but this "
                 f"one has {len(lay.positions)} ({lay.kind}); select spatial locations with a callable edit."
             )
@@ -65,14 +79,30 @@ def _index(lay: Layout, ndim: int, units: Sequence[int] | None, positions: Any) 
     return tuple(index)
 
 
+def _as_units(units: Any) -> list[int] | None:
+    """``None``, one index or a sequence of indices (ints, numpy or tensor integers) -> list."""
+    if units is None:
+        return None
+    if isinstance(units, torch.Tensor):
+        units = units.flatten().tolist()
+    elif isinstance(units, numbers.Integral):
+        units = [units]
+    try:
+        return [operator.index(u) for u in units]
+    except TypeError:
+        raise OptionTypeError(
+            f"units must be an int or a sequence of ints (channel/feature indices), got {units!r}."
+        ) from None
+
+
 def _check_units(units: Any, size: int, layer: str) -> None:
     if units is None:
         return
     bad = [u for u in units if not -size <= int(u) < size]
     if bad:
-        raise IndexError(
+        raise UnitIndexError(
             f"units {bad} are out of range for layer {layer!r}, which has {size} units "
-            f"(valid 0..{size - 1})."
+            f"(valid {-size}..{size - 1})."
         )
 
 
@@ -80,8 +110,8 @@ class _Ablate(EditFn):
     def __init__(self, units, value, positions):
         self.units, self.value, self.positions = units, value, positions
 
-    def apply(self, tensor, layer, module):
-        lay = layout(module, tensor)
+    def apply(self, tensor, layer, hint):
+        lay = layout(hint, tensor)
         _check_units(self.units, tensor.shape[lay.units], layer)
         index = _index(lay, tensor.dim(), self.units, self.positions)
         out = tensor.clone()
@@ -113,8 +143,8 @@ def ablate(
     (mean-ablation). ``positions`` restricts the edit to some tokens/time steps.
     """
     if not (isinstance(value, (int, float)) or value == "mean"):
-        raise ValueError(f"ablate value must be a number or 'mean', got {value!r}.")
-    units = None if units is None else [int(u) for u in units]
+        raise OptionError(f"ablate value must be a number or 'mean', got {value!r}.")
+    units = _as_units(units)
     return _Ablate(units, value, positions)
 
 
@@ -128,13 +158,13 @@ class _Patch(EditFn):
             return src
         value = src[layer]
         if isinstance(value, list):
-            raise ValueError(
+            raise OptionError(
                 f"layer {layer!r} ran {len(value)} times in the source recording; patch with one "
                 "of the calls explicitly: hlviz.patch(rec.calls(layer)[i])."
             )
         return value
 
-    def apply(self, tensor, layer, module):
+    def apply(self, tensor, layer, hint):
         value = self._value(layer).to(device=tensor.device, dtype=tensor.dtype)
         if value.shape != tensor.shape:
             if (
@@ -151,7 +181,7 @@ class _Patch(EditFn):
                 )
         if self.units is None and self.positions is None:
             return value.clone()
-        lay = layout(module, tensor)
+        lay = layout(hint, tensor)
         _check_units(self.units, tensor.shape[lay.units], layer)
         index = _index(lay, tensor.dim(), self.units, self.positions)
         out = tensor.clone()
@@ -181,10 +211,10 @@ def patch(
     and ``positions`` patch only some units or tokens.
     """
     if not isinstance(source, (Mapping, torch.Tensor)):
-        raise TypeError(
+        raise OptionTypeError(
             f"patch source must be a Recording, a dict of tensors or a tensor, got {type(source).__name__}."
         )
-    units = None if units is None else [int(u) for u in units]
+    units = _as_units(units)
     return _Patch(source, units, positions)
 
 
@@ -192,8 +222,8 @@ class _Steer(EditFn):
     def __init__(self, direction, scale, positions):
         self.direction, self.scale, self.positions = direction, scale, positions
 
-    def apply(self, tensor, layer, module):
-        lay = layout(module, tensor)
+    def apply(self, tensor, layer, hint):
+        lay = layout(hint, tensor)
         size = tensor.shape[lay.units]
         if self.direction.numel() != size:
             raise ShapeMismatchError(
@@ -233,14 +263,17 @@ def steer(
 
 
 def _arity(fn: Callable) -> int:
+    """2 when ``fn`` requires a second positional argument (the layer name), else 1."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return 1
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return 2
-    return 2 if len(positional) >= 2 else 1
+    required = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return 2 if len(required) >= 2 else 1
 
 
 class Editing(HookContext):
@@ -248,7 +281,7 @@ class Editing(HookContext):
 
     def __init__(self, model: nn.Module, edits: Mapping[Any, Callable], *, select: Select = None):
         if not isinstance(edits, Mapping) or not edits:
-            raise TypeError(
+            raise OptionTypeError(
                 "edits must be a non-empty dict {layer: function}, e.g. "
                 f"{{'features.3': hlviz.ablate(units=[7])}}; got {edits!r}."
             )
@@ -256,7 +289,7 @@ class Editing(HookContext):
         plan: dict[str, list[Callable]] = {}
         for spec, fn in edits.items():
             if not callable(fn):
-                raise TypeError(
+                raise OptionTypeError(
                     f"the edit for {spec!r} is a {type(fn).__name__}, not a function; use "
                     "hlviz.ablate/patch/steer or a function tensor -> tensor."
                 )
@@ -271,21 +304,33 @@ class Editing(HookContext):
         self._select = select
 
     def _attach(self, model: nn.Module, modules: dict[str, nn.Module]) -> None:
-        sources = layout_sources(model, list(modules))
+        hints = layout_hints(model, list(modules))
         for name, module in modules.items():
-            hook = self._make_hook(name, sources[name])
-            self._add(module.register_forward_hook(hook, prepend=True))
+            hook = self._make_hook(name, hints[name])
+            handle = module.register_forward_hook(hook, prepend=True)
+            self._add(handle)
+            # edits run before every other hook, in the order their contexts were entered:
+            # an inner edit applies on top of an outer one, as nested blocks read
+            order = module._forward_hooks
+            earlier = [
+                k
+                for k, fn in order.items()
+                if getattr(fn, "__hlviz_edit__", False) and k != handle.id
+            ]
+            order.move_to_end(handle.id, last=False)
+            for key in reversed(earlier):
+                order.move_to_end(key, last=False)
 
-    def _make_hook(self, name: str, shape_source: nn.Module):
+    def _make_hook(self, name: str, hint: LayoutHint):
         fns = [(fn, _arity(fn)) for fn in self._plan[name]]
 
         def hook(module: nn.Module, args: tuple, output: Any) -> Any:
-            module = shape_source  # the module whose type tells where units and positions lie
-            tensor, path = pick(output, self._select, name)
-            new = tensor
+            found = pick(output, self._select, name)
+            lay_hint = LayoutHint() if found.packed is not None else hint  # padded (N, T, D)
+            new = found.tensor
             for fn, arity in fns:
                 if isinstance(fn, EditFn):
-                    result = fn.apply(new, name, module)
+                    result = fn.apply(new, name, lay_hint)
                 else:
                     result = fn(new, name) if arity == 2 else fn(new)
                 if result is None:
@@ -301,9 +346,11 @@ class Editing(HookContext):
                         f"of shape {tuple(new.shape)}; return a tensor of the same shape (or None)."
                     )
                 new = result
-            return put_back(output, path, new, name)
+            return put_back(output, found.path, new, name)
 
-        return _mark(hook)
+        marked = _mark(hook)
+        marked.__hlviz_edit__ = True
+        return marked
 
 
 def edit(model: nn.Module, edits: Mapping[Any, Callable], *, select: Select = None) -> Editing:

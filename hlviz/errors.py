@@ -17,9 +17,12 @@ __all__ = [
     "LayerSpecError",
     "NotAModuleError",
     "NotRecordedError",
+    "OptionError",
+    "OptionTypeError",
     "OutputSelectError",
     "RecordingStateError",
     "ShapeMismatchError",
+    "UnitIndexError",
 ]
 
 
@@ -54,8 +57,22 @@ class OutputSelectError(HlvizError, TypeError):
     """A module output is not a tensor and ``select=`` does not pick one out of it."""
 
 
-class NotRecordedError(HlvizError, LookupError):
-    """A Recording was read before the forward pass, or the layer never ran."""
+class NotRecordedError(HlvizError, KeyError):
+    """A Recording was read before the forward pass, or the layer never ran.
+
+    A ``KeyError``, so ``rec.get(name)`` and ``name in rec.grads`` behave like a dict's."""
+
+
+class OptionError(HlvizError, ValueError):
+    """An option has a value hlviz cannot use (``reduce=``, ``to=``, ``value=``, ...)."""
+
+
+class OptionTypeError(HlvizError, TypeError):
+    """An option or argument has the wrong type (``dtype=``, an edit that is not callable, ...)."""
+
+
+class UnitIndexError(HlvizError, IndexError):
+    """A unit (channel, feature) index is out of range for the layer."""
 
 
 class RecordingStateError(HlvizError, RuntimeError):

@@ -14,6 +14,7 @@ A :class:`Recording` holds the values of the most recent forward pass of the mod
 
 from __future__ import annotations
 
+import threading
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,24 +22,39 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from torch.utils.hooks import RemovableHandle
 
 from .errors import (
     HlvizWarning,
     LayerNotFoundError,
     NotRecordedError,
+    OptionError,
+    OptionTypeError,
     RecordingStateError,
 )
 from .layers import LayerSpec, check_module, resolve, unwrap
-from .outputs import REDUCERS, Select, layout, layout_sources, pick, reduce_positions
+from .outputs import (
+    PACKED_LAYOUT,
+    REDUCERS,
+    LayoutHint,
+    Picked,
+    Select,
+    layout,
+    layout_hints,
+    pick,
+    reduce_positions,
+)
 
 __all__ = ["HookContext", "Recording", "activations", "record", "run_model"]
 
 
 def _mark(fn):
-    """Tag a hook function as hlviz's own (``hlviz.testing`` tells them from the user's)."""
-    fn.__hlviz__ = True
-    return fn
+    """Tag a hook as hlviz's own (``hlviz.testing`` tells them from the user's), and keep
+    ``torch.compile`` from tracing it: hooks have Python side effects and run eagerly."""
+    wrapped = torch.compiler.disable(fn)
+    wrapped.__hlviz__ = True
+    return wrapped
 
 
 class _StopForward(Exception):
@@ -54,6 +70,26 @@ def _uses_mha_fastpath(modules: Iterable[nn.Module]) -> bool:
     return any(isinstance(m, kinds) for m in modules)
 
 
+_FASTPATH_LOCK = threading.Lock()
+_FASTPATH = {"users": 0, "saved": True}
+
+
+def _disable_mha_fastpath() -> None:
+    """Switch PyTorch's fused transformer fast path off while any hlviz context needs it."""
+    with _FASTPATH_LOCK:
+        if _FASTPATH["users"] == 0:
+            _FASTPATH["saved"] = torch.backends.mha.get_fastpath_enabled()
+            torch.backends.mha.set_fastpath_enabled(False)
+        _FASTPATH["users"] += 1
+
+
+def _restore_mha_fastpath() -> None:
+    with _FASTPATH_LOCK:
+        _FASTPATH["users"] -= 1
+        if _FASTPATH["users"] == 0:
+            torch.backends.mha.set_fastpath_enabled(_FASTPATH["saved"])
+
+
 class HookContext:
     """Base of every hlviz context that hooks a model: owns its handles, removes them all.
 
@@ -63,12 +99,18 @@ class HookContext:
 
     def __init__(self, model: nn.Module, layers: LayerSpec):
         check_module(model)
+        if isinstance(model, nn.DataParallel) and len(model.device_ids or []) > 1:
+            raise OptionError(
+                f"DataParallel over {len(model.device_ids)} devices runs replicas of the model in "
+                "worker threads, which hooks cannot follow reliably. Hook and call the module "
+                "inside instead: hlviz.record(model.module, ...) and model.module(x)."
+            )
         inner = unwrap(model)
         self._names: list[str] = resolve(inner, layers)
         self._model_ref = weakref.ref(inner)  # a recording does not keep the model alive
         self._handles: list[RemovableHandle] = []
         self._active = False
-        self._fastpath_saved: bool | None = None
+        self._fastpath_off = False
         self._live: nn.Module | None = None
 
     @property
@@ -108,8 +150,8 @@ class HookContext:
         self._live = model  # held only while active
         try:
             if _uses_mha_fastpath(lookup.values()):  # fused kernels skip submodules and their hooks
-                self._fastpath_saved = torch.backends.mha.get_fastpath_enabled()
-                torch.backends.mha.set_fastpath_enabled(False)
+                _disable_mha_fastpath()
+                self._fastpath_off = True
             self._attach(model, {n: lookup[n] for n in self._names})
         except BaseException:
             self._detach()
@@ -121,9 +163,9 @@ class HookContext:
             while self._handles:
                 self._handles.pop().remove()
         finally:
-            if self._fastpath_saved is not None:
-                torch.backends.mha.set_fastpath_enabled(self._fastpath_saved)
-                self._fastpath_saved = None
+            if self._fastpath_off:
+                self._fastpath_off = False
+                _restore_mha_fastpath()
             self._active = False
             self._live = None
 
@@ -156,22 +198,29 @@ class Recording(HookContext, Mapping):
     ):
         super().__init__(model, layers)
         if reduce is not None and not callable(reduce) and reduce not in REDUCERS:
-            raise ValueError(
+            raise OptionError(
                 f"reduce={reduce!r} is not a reducer: use one of {', '.join(map(repr, REDUCERS))}, "
                 "None (keep everything) or a callable tensor -> tensor."
             )
         if dtype is not None and not isinstance(dtype, torch.dtype):
-            raise TypeError(f"dtype must be a torch.dtype such as torch.float16, got {dtype!r}.")
+            raise OptionTypeError(
+                f"dtype must be a torch.dtype such as torch.float16, got {dtype!r}."
+            )
         if to is not None:
             try:
                 to = torch.device(to)
             except (RuntimeError, TypeError) as exc:
-                raise ValueError(
+                raise OptionError(
                     f"to={to!r} is not a device ({exc}); use 'cpu', 'cuda', a torch.device, "
                     "or None to keep activations where the model computes them."
                 ) from None
+            if to.type == "cuda" and not torch.cuda.is_available():
+                raise OptionError(
+                    f"to={str(to)!r} asks for a GPU copy but CUDA is not available here; use "
+                    "to='cpu' (the default) or to=None to keep the model's device."
+                )
         if grads and stop:
-            raise ValueError(
+            raise OptionError(
                 "grads=True needs the whole forward pass and a backward pass, but stop=True "
                 "ends the forward after the last recorded layer; use one or the other."
             )
@@ -183,21 +232,32 @@ class Recording(HookContext, Mapping):
         self._grads: dict[str, list[torch.Tensor | None]] = {}
         self._ran = False
         self._stopped = False
+        self._tensor_handles: list[RemovableHandle] = []
+        self._thread = threading.get_ident()
+        self._depth = 0
+        self._root_pass = False
 
     # ---------------------------------------------------------------- hooks
-    def _process(self, tensor: torch.Tensor, module: nn.Module, layer: str) -> torch.Tensor:
+    def _process(
+        self,
+        tensor: torch.Tensor,
+        hint: LayoutHint,
+        layer: str,
+        lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         out = tensor.detach()
         fresh = False
         if self._reduce is not None:
             if callable(self._reduce):
                 out = self._reduce(out)
                 if not isinstance(out, torch.Tensor):
-                    raise TypeError(
+                    raise OptionTypeError(
                         f"the reduce callable returned {type(out).__name__} for layer {layer!r}; "
                         "it must return a tensor."
                     )
             else:
-                out = reduce_positions(out, self._reduce, layout(module, out), layer)
+                lay = PACKED_LAYOUT if lengths is not None else layout(hint, out)
+                out = reduce_positions(out, self._reduce, lay, layer, lengths)
             fresh = out.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
         target_dtype = self._dtype or out.dtype
         target_device = self._to or out.device
@@ -205,33 +265,78 @@ class Recording(HookContext, Mapping):
             return out.to(device=target_device, dtype=target_dtype)
         return out.to(device=target_device, dtype=target_dtype, copy=True)
 
-    def _reset(self) -> None:
+    def _reset(self, from_root: bool) -> None:
+        """Start a new pass: at each forward of the model, or at the first hooked layer that
+        runs outside one (the user called a submodule directly)."""
+        self._root_pass = from_root
+        while self._tensor_handles:  # gradient hooks of the previous pass
+            self._tensor_handles.pop().remove()
         self._outputs = {n: [] for n in self._names}
         self._inputs = {n: [] for n in self._names}
         self._grads = {n: [] for n in self._names}
         self._ran = True
         self._stopped = False
 
-    def _attach(self, model: nn.Module, modules: dict[str, nn.Module]) -> None:
-        self._add(model.register_forward_pre_hook(_mark(lambda module, args: self._reset())))
-        # the layout (where units and positions lie) matters only to string reducers
-        sources = layout_sources(model, list(modules)) if isinstance(self._reduce, str) else modules
-        for name, module in modules.items():
-            hook = self._make_hook(name, sources[name])
-            # with_kwargs only when inputs are wanted: layers called as f(hidden_states=...)
-            self._add(module.register_forward_hook(hook, with_kwargs=self._want_inputs))
+    def _mine(self) -> bool:
+        """Hooks act only for the thread that entered the block (not for other threads' passes)."""
+        return threading.get_ident() == self._thread
 
-    def _make_hook(self, name: str, shape_source: nn.Module):
-        def hook(module: nn.Module, args: tuple, *rest: Any) -> None:
-            output, kwargs = (rest[1], rest[0]) if len(rest) == 2 else (rest[0], None)
-            module = shape_source  # the module whose type tells where units and positions lie
-            if not self._ran:  # the layer was called directly, not through the model
-                self._reset()
-            tensor, _ = pick(output, self._select, name)
+    def _attach(self, model: nn.Module, modules: dict[str, nn.Module]) -> None:
+        self._thread = threading.get_ident()
+        self._depth = 0
+
+        def root_pre(module, args):
+            if self._mine():
+                if self._depth == 0:
+                    self._reset(from_root=True)
+                self._depth += 1
+
+        def root_post(module, args, output):
+            if self._mine():
+                self._depth -= 1
+
+        self._add(model.register_forward_pre_hook(_mark(root_pre)))
+        self._add(model.register_forward_hook(_mark(root_post), always_call=True))
+        # the layout (where units and positions lie) matters only to string reducers
+        hints = layout_hints(model, list(modules)) if isinstance(self._reduce, str) else {}
+        for name, module in modules.items():
+            hint = hints.get(name, LayoutHint())
+            if self._want_inputs:  # before the module runs: in-place ops cannot change it yet
+                self._add(
+                    module.register_forward_pre_hook(
+                        self._make_input_hook(name, hint), with_kwargs=True
+                    )
+                )
+            self._add(module.register_forward_hook(self._make_hook(name, hint)))
+
+    def _maybe_new_direct_pass(self) -> None:
+        """A hooked layer runs outside a forward of the model (a submodule called directly):
+        the first such call after a model pass (or before any) starts a new pass."""
+        if self._depth == 0 and (self._root_pass or not self._ran):
+            self._reset(from_root=False)
+
+    def _make_input_hook(self, name: str, hint: LayoutHint):
+        def input_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if not self._mine():
+                return
+            self._maybe_new_direct_pass()
+            if args or kwargs:
+                found = pick((*args, *kwargs.values()), None, name)  # the first tensor given
+                self._inputs[name].append(self._process(found.tensor, hint, name, found.lengths))
+
+        return _mark(input_hook)
+
+    def _make_hook(self, name: str, hint: LayoutHint):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if not self._mine():
+                return
+            if not self._want_inputs:  # else the input hook of this call already did it
+                self._maybe_new_direct_pass()
+            found = pick(output, self._select, name)
             calls = self._outputs[name]
             if self._want_grads:
-                self._watch_grad(tensor, module, name, len(calls))
-            calls.append(self._process(tensor, module, name))
+                self._watch_grad(found, hint, name, len(calls))
+            calls.append(self._process(found.tensor, hint, name, found.lengths))
             if len(calls) == 2:
                 warnings.warn(
                     f"layer {name!r} ran more than once in one forward pass (a shared module?); "
@@ -239,38 +344,44 @@ class Recording(HookContext, Mapping):
                     HlvizWarning,
                     stacklevel=2,
                 )
-            if self._want_inputs and (args or kwargs):
-                arg, _ = pick((*args, *kwargs.values()), None, name)  # the first tensor given
-                self._inputs[name].append(self._process(arg, module, name))
             if self._stop and all(self._outputs[n] for n in self._names):
                 self._stopped = True
                 raise _StopForward(self)
 
         return _mark(hook)
 
-    def _watch_grad(self, tensor: torch.Tensor, module: nn.Module, name: str, call: int) -> None:
-        if not tensor.requires_grad:
-            return
+    def _watch_grad(self, found: Picked, hint: LayoutHint, name: str, call: int) -> None:
         slots = self._grads[name]
         while len(slots) <= call:
             slots.append(None)
+        live = found.packed.data if found.packed is not None else found.tensor  # in the graph
+        if not live.requires_grad:
+            return
+        packed = found.packed
 
         def grad_hook(grad: torch.Tensor) -> None:
-            slots[call] = self._process(grad, module, name)
+            if packed is not None:  # the gradient of the packed data, padded like the output
+                grad = pad_packed_sequence(packed._replace(data=grad), batch_first=True)[0]
+            slots[call] = self._process(grad, hint, name, found.lengths)
 
-        self._add(tensor.register_hook(_mark(grad_hook)))
+        self._tensor_handles.append(live.register_hook(_mark(grad_hook)))
 
     # ---------------------------------------------------------------- reading
     def _canonical(self, key: Any) -> str:
-        if key in self._outputs or key in self._names:
+        if isinstance(key, str) and key in self._names:
             return key
         try:
             model = self._model_ref()
-            names = resolve(model, key) if model is not None else [key]
+            names = resolve(model, key) if model is not None else []
         except (LookupError, ValueError, TypeError):
             names = []
         if len(names) == 1 and names[0] in self._names:
             return names[0]
+        if len(names) > 1:
+            raise LayerNotFoundError(
+                f"rec[...] reads one layer, but {key!r} selects {len(names)}: {names}. Index by "
+                "one name, or loop: {name: rec[name] for name in rec}."
+            )
         raise LayerNotFoundError(
             f"{key!r} is not among the recorded layers {self._names}. Add it to the layers "
             "given to hlviz.record(...)."
@@ -285,19 +396,25 @@ class Recording(HookContext, Mapping):
                 "exist only inside it), then read rec[...]."
             )
         values = store.get(name) or []
-        if what == "gradient" and (not values or any(v is None for v in values)):
+        if what == "gradient" and all(v is None for v in values):
             raise NotRecordedError(
                 f"no gradient was recorded for {name!r}: call .backward() inside the with-block, "
                 "and make sure the forward ran with gradients enabled (not under torch.no_grad()) "
                 "on inputs or parameters that require grad."
             )
         if not values:
-            hint = " (stop=True ended the forward pass before it)" if self._stopped else ""
+            if self._stopped:
+                why = "this recording's stop=True ended the forward pass before it"
+            else:
+                why = (
+                    "the model's forward did not call it with this input (check "
+                    "hlviz.list_layers(model, example) for '(not run)'), or another context's "
+                    "stop=True ended the pass before it"
+                )
             raise NotRecordedError(
-                f"layer {name!r} did not run during the last forward pass{hint}: the model's "
-                "forward never called it with this input. Check hlviz.list_layers(model, example) "
-                "for layers that show '(not run)'."
+                f"layer {name!r} did not run during the last forward pass: {why}."
             )
+        # a call that ran without gradients has None in its place among the gradients
         return values[0] if len(values) == 1 else list(values)
 
     def __getitem__(self, key: Any) -> Any:
@@ -315,7 +432,16 @@ class Recording(HookContext, Mapping):
         return sum(1 for _ in self)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._outputs and bool(self._outputs[key])
+        try:
+            name = self._canonical(key)
+        except LookupError:
+            return False
+        return bool(self._outputs.get(name))
+
+    __hash__ = object.__hash__  # a Recording is an object with an identity, not a value
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
 
     @property
     def inputs(self) -> _View:
@@ -451,10 +577,12 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, (torch.Tensor, PackedSequence)):
         return value.to(device)
     if isinstance(value, Mapping):
         return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
+        return type(value)(*(_to_device(v, device) for v in value))
     if isinstance(value, (list, tuple)):
         return type(value)(_to_device(v, device) for v in value)
     return value
@@ -466,7 +594,7 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
     inputs = _to_device(inputs, model_device(unwrap(model)))
     if isinstance(inputs, Mapping):
         return model(**inputs)
-    if isinstance(inputs, tuple):
+    if isinstance(inputs, tuple) and not isinstance(inputs, PackedSequence):
         return model(*inputs)
     return model(inputs)
 
@@ -479,15 +607,15 @@ def activations(model: nn.Module, inputs: Any, layers: LayerSpec, **options: Any
         acts = hlviz.activations(model, x, ["features.0", "classifier"])
 
     ``inputs`` is a tensor, a tuple of arguments or a mapping of keyword arguments.
-    The forward pass stops after the last requested layer unless ``stop=False``;
-    other options are those of :func:`record` (``grads`` excepted).
+    Options are those of :func:`record` (``grads`` excepted); ``stop=True`` ends the
+    forward pass after the last requested layer (faster on big models, but a module
+    that would run several times is then recorded once).
     """
     if options.get("grads"):
-        raise ValueError(
+        raise OptionError(
             "hlviz.activations runs without gradients; use `with hlviz.record(model, layers, "
             "grads=True) as rec:` and call .backward() inside the block."
         )
-    options.setdefault("stop", True)
     rec = record(model, layers, **options)
     with torch.no_grad(), rec:
         run_model(model, inputs)

@@ -8,14 +8,13 @@ the units (channels, features) and which hold positions (space, time, tokens).
 
 >>> import torch
 >>> out = (torch.zeros(2, 5, 8), (torch.ones(1, 2, 8), torch.ones(1, 2, 8)))
->>> pick(out, None, "lstm")[1], pick(out, (1, 0), "lstm")[1]
-((0,), (1, 0))
+>>> pick(out, None, "lstm").path, pick(out, (1, 0), "lstm").tensor.shape
+((0,), torch.Size([1, 2, 8]))
 """
 
 from __future__ import annotations
 
 import copy
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +23,20 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .errors import OutputSelectError
+from .errors import OptionError, OutputSelectError
 
-__all__ = ["Layout", "Select", "layout", "layout_sources", "pick", "put_back", "reduce_positions"]
+__all__ = [
+    "Layout",
+    "LayoutHint",
+    "Picked",
+    "Select",
+    "layout",
+    "layout_hint",
+    "layout_hints",
+    "pick",
+    "put_back",
+    "reduce_positions",
+]
 
 Select = int | str | tuple | Callable[[Any], torch.Tensor] | None
 Path = tuple
@@ -88,14 +98,6 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _as_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, PackedSequence):
-        return pad_packed_sequence(value, batch_first=True)[0]
-    return None
-
-
 def _first_tensor_path(value: Any, path: Path = ()) -> Path | None:
     if isinstance(value, (torch.Tensor, PackedSequence)):
         return path
@@ -112,17 +114,36 @@ def _first_tensor_path(value: Any, path: Path = ()) -> Path | None:
     return None
 
 
-def _get(value: Any, path: Path) -> Any:
+def _normalise(value: Any, path: Path) -> tuple[Any, Path]:
+    """Follow ``path`` into ``value``; an int step into a ``ModelOutput`` becomes its field name."""
+    steps = []
     for key in path:
         if isinstance(value, (torch.Tensor, PackedSequence)):
             raise TypeError(
                 "a tensor is not indexed by select=; it indexes tuples, lists and dicts"
             )
+        if isinstance(key, int) and isinstance(value, Mapping) and hasattr(value, "to_tuple"):
+            key = list(value.keys())[key]
         value = value[key]
-    return value
+        steps.append(key)
+    return value, tuple(steps)
 
 
-def pick(output: Any, select: Select, layer: str) -> tuple[torch.Tensor, Path | None]:
+@dataclass(frozen=True)
+class Picked:
+    """What :func:`pick` found: the tensor to work on, where it was, and packing details.
+
+    For a ``PackedSequence``, ``tensor`` is the padded batch-first ``(N, T, D)`` tensor,
+    ``packed`` the original and ``lengths`` the true length of each sequence.
+    """
+
+    tensor: torch.Tensor
+    path: Path | None
+    packed: PackedSequence | None = None
+    lengths: torch.Tensor | None = None
+
+
+def pick(output: Any, select: Select, layer: str) -> Picked:
     """The tensor that ``select`` names in a module's ``output``, and its path.
 
     ``select=None`` takes the output itself when it is a tensor, else the first tensor
@@ -135,31 +156,34 @@ def pick(output: Any, select: Select, layer: str) -> tuple[torch.Tensor, Path | 
     if callable(select) and not isinstance(select, (str, tuple)):
         value, path = select(output), None
     elif select is None:
-        path = () if _as_tensor(output) is not None else _first_tensor_path(output)
+        path = (
+            () if isinstance(output, (torch.Tensor, PackedSequence)) else _first_tensor_path(output)
+        )
         if path is None:
             raise OutputSelectError(
                 f"layer {layer!r} returned {_describe(output)}, which holds no tensor. "
                 "Pass select= a callable that turns this output into a tensor, "
                 "e.g. select=lambda out: out.hidden."
             )
-        value = _get(output, path)
+        value, path = _normalise(output, path)
     else:
-        path = select if isinstance(select, tuple) else (select,)
         try:
-            value = _get(output, path)
+            value, path = _normalise(output, select if isinstance(select, tuple) else (select,))
         except (KeyError, IndexError, TypeError) as exc:
             raise OutputSelectError(
                 f"select={select!r} does not index the output of layer {layer!r}, which is "
                 f"{_describe(output)} ({type(exc).__name__}: {exc}). Use an index, a key, "
                 "a tuple path such as (1, 0), or a callable."
             ) from None
-    tensor = _as_tensor(value)
-    if tensor is None:
+    if isinstance(value, PackedSequence):
+        padded, lengths = pad_packed_sequence(value, batch_first=True)
+        return Picked(padded, path, value, lengths)
+    if not isinstance(value, torch.Tensor):
         raise OutputSelectError(
             f"select={select!r} picked {_describe(value)} from the output of layer {layer!r} "
             f"({_describe(output)}), not a tensor. Choose a path that ends at a tensor."
         )
-    return tensor, path
+    return Picked(value, path)
 
 
 def put_back(output: Any, path: Path | None, tensor: torch.Tensor, layer: str) -> Any:
@@ -207,52 +231,89 @@ class Layout:
     kind: str  # "flat", "channels_first", "sequence", "sequence_first"
 
 
-_LEAF_CACHE: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
-
-
-def _last_informative_leaf(module: nn.Module) -> nn.Module:
-    cached = _LEAF_CACHE.get(module)
-    if cached is not None:
-        return cached
-    _LEAF_CACHE[module] = found = _find_last_informative_leaf(module)
-    return found
-
-
-def _find_last_informative_leaf(module: nn.Module) -> nn.Module:
+def _last_informative_leaf(module: nn.Module) -> nn.Module | None:
+    """The last leaf of ``module`` that is not element-wise (``None`` when all leaves are)."""
     leaves = [m for m in module.modules() if not any(True for _ in m.children())]
     for leaf in reversed(leaves):
         if not isinstance(leaf, _ELEMENTWISE):
             return leaf
-    return module
+    return None
 
 
-def layout_sources(model: nn.Module, names: list[str]) -> dict[str, nn.Module]:
-    """For each layer name, the module whose type tells the layout of its output.
+def _own_batch_first(module: nn.Module) -> bool | None:
+    """``batch_first`` of an RNN, attention or transformer module; ``None`` for others."""
+    if isinstance(module, nn.TransformerEncoder | nn.TransformerDecoder):
+        module = module.layers[0] if len(module.layers) else module
+    for candidate in (module, getattr(module, "self_attn", None)):
+        value = getattr(candidate, "batch_first", None)
+        if isinstance(value, bool):
+            return value
+    return None
 
-    An element-wise layer (``ReLU``, ``Dropout``, or a block of them) keeps the layout
-    of what came before it, so for it this is the nearest preceding leaf module (in
-    definition order) that is not element-wise. One pass over the model.
+
+@dataclass(frozen=True)
+class LayoutHint:
+    """What a layer's type says about its 3-D outputs: ``(N, C, L)`` or a sequence, and
+    whether sequences are batch-first. Computed once per layer when hooks attach."""
+
+    channels_first: bool = False
+    batch_first: bool = True
+
+
+def layout_hints(model: nn.Module, names: list[str]) -> dict[str, LayoutHint]:
+    """The :class:`LayoutHint` of each named layer, in one pass over the model.
+
+    An element-wise layer (``ReLU``, ``Dropout``, or a block of them) keeps the layout of
+    what came before it, so its hint comes from the nearest preceding leaf that is not
+    element-wise. ``batch_first`` comes from the layer itself, else from the nearest
+    enclosing RNN, attention or transformer module (``batch_first=False`` means ``(T, N, D)``).
     """
     wanted = set(names)
-    found: dict[str, nn.Module] = {}
+    own: dict[str, bool | None] = {}
+    hints: dict[str, LayoutHint] = {}
     previous: nn.Module | None = None
     for name, module in model.named_modules():
+        own[name] = _own_batch_first(module)
         if name in wanted:
-            informative = not isinstance(_last_informative_leaf(module), _ELEMENTWISE)
-            found[name] = module if informative or previous is None else previous
+            source, leaf = module, _last_informative_leaf(module)
+            if leaf is None and previous is not None:  # element-wise: inherit from before
+                source, leaf = previous, previous
+            batch_first = own[name]
+            scope = name
+            while batch_first is None and scope:
+                scope = scope.rpartition(".")[0]
+                batch_first = own.get(scope)
+            hints[name] = LayoutHint(
+                channels_first=isinstance(leaf, _CHANNELS_FIRST)
+                or isinstance(source, _CHANNELS_FIRST),
+                batch_first=batch_first is not False,
+            )
         if not any(True for _ in module.children()) and not isinstance(module, _ELEMENTWISE):
             previous = module
-    return found
+    return hints
 
 
-def layout(module: nn.Module | None, tensor: torch.Tensor) -> Layout:
-    """Guess the axes of ``tensor``, an output of ``module``.
+def layout_hint(module: nn.Module | None) -> LayoutHint:
+    """The :class:`LayoutHint` of a module on its own (no enclosing modules considered)."""
+    if module is None:
+        return LayoutHint()
+    leaf = _last_informative_leaf(module)
+    return LayoutHint(
+        channels_first=isinstance(leaf, _CHANNELS_FIRST) or isinstance(module, _CHANNELS_FIRST),
+        batch_first=_own_batch_first(module) is not False,
+    )
+
+
+def layout(hint: LayoutHint | nn.Module | None, tensor: torch.Tensor) -> Layout:
+    """The axes of ``tensor``, an output of a layer with this hint (or this module).
 
     ``(N, C, *space)`` for 4-D and 5-D tensors and for 3-D outputs of convolutions,
-    norms and pools (also inside a block whose last non-element-wise leaf is one);
-    ``(T, N, D)`` for RNNs, ``nn.MultiheadAttention`` and transformer layers built with
-    ``batch_first=False``; ``(N, T, D)`` for every other 3-D tensor; ``(N, D)`` for 2-D.
+    norms and pools (also after them, through element-wise layers); ``(T, N, D)`` inside
+    RNNs, ``nn.MultiheadAttention`` and transformer layers built with ``batch_first=False``;
+    ``(N, T, D)`` for every other 3-D tensor; ``(N, D)`` for 2-D.
     """
+    if not isinstance(hint, LayoutHint):
+        hint = layout_hint(hint)
     nd = tensor.dim()
     if nd <= 1:
         return Layout(0, 0, (), "flat")
@@ -260,31 +321,38 @@ def layout(module: nn.Module | None, tensor: torch.Tensor) -> Layout:
         return Layout(0, 1, (), "flat")
     if nd >= 4:
         return Layout(0, 1, tuple(range(2, nd)), "channels_first")
-    leaf = _last_informative_leaf(module) if module is not None else None
-    if isinstance(leaf, _CHANNELS_FIRST) or isinstance(module, _CHANNELS_FIRST):
+    if hint.channels_first:
         return Layout(0, 1, (2,), "channels_first")
-    for candidate in (module, leaf):
-        batch_first = getattr(candidate, "batch_first", None)
-        if batch_first is None:
-            attn = getattr(candidate, "self_attn", None)
-            batch_first = getattr(attn, "batch_first", None)
-        if batch_first is False:
-            return Layout(1, 2, (0,), "sequence_first")
-        if batch_first is True:
-            break
+    if not hint.batch_first:
+        return Layout(1, 2, (0,), "sequence_first")
     return Layout(0, 2, (1,), "sequence")
+
+
+PACKED_LAYOUT = Layout(0, 2, (1,), "sequence")  # pick() pads packed sequences batch-first
 
 
 REDUCERS = ("mean", "max", "sum", "first", "last", "flatten")
 
 
-def reduce_positions(tensor: torch.Tensor, how: str, lay: Layout, layer: str) -> torch.Tensor:
+def reduce_positions(
+    tensor: torch.Tensor, how: str, lay: Layout, layer: str, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reduce the position axes of ``tensor``: the result is ``(N, units)``.
 
     ``how`` is one of ``"mean"``, ``"max"``, ``"sum"``, ``"first"``, ``"last"`` (first or
     last position, for sequences) or ``"flatten"`` (``(N, -1)``, keeps everything).
     A flat ``(N, D)`` tensor is returned unchanged by all but ``"flatten"``.
+    ``lengths`` (padded ``(N, T, D)`` sequences) keeps padding out of mean, max and last.
     """
+    if lengths is not None and how in ("mean", "max", "last"):
+        lengths = lengths.to(tensor.device)
+        steps = torch.arange(tensor.shape[1], device=tensor.device)
+        real = (steps[None, :] < lengths[:, None]).unsqueeze(-1)  # (N, T, 1)
+        if how == "mean":
+            return (tensor * real).sum(1) / lengths[:, None].to(tensor.dtype)
+        if how == "max":
+            return tensor.masked_fill(~real, float("-inf")).amax(1)
+        return tensor[torch.arange(tensor.shape[0], device=tensor.device), lengths - 1]
     if how == "flatten":
         moved = tensor.movedim(lay.batch, 0) if lay.batch else tensor
         return moved.reshape(moved.shape[0], -1)
@@ -300,13 +368,13 @@ def reduce_positions(tensor: torch.Tensor, how: str, lay: Layout, layer: str) ->
         return out  # batch and units keep their order, and batch always comes first
     if how in ("first", "last"):
         if len(lay.positions) != 1:
-            raise ValueError(
+            raise OptionError(
                 f"reduce={how!r} takes the {how} position of a sequence, but layer {layer!r} has "
                 f"{len(lay.positions)} position axes ({tuple(tensor.shape)}, {lay.kind}). "
                 "Use 'mean' or 'max' for images, or a callable."
             )
         return tensor.select(lay.positions[0], 0 if how == "first" else -1)
-    raise ValueError(
+    raise OptionError(
         f"reduce={how!r} is not a reducer: use one of {', '.join(map(repr, REDUCERS))}, "
         "None (keep everything) or a callable tensor -> tensor."
     )

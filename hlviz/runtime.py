@@ -14,6 +14,7 @@ import random
 import numpy as np
 import torch
 
+from .errors import OptionError
 from .hooks import model_device
 
 __all__ = ["default_device", "model_device", "progress_enabled", "seed_everything"]
@@ -26,7 +27,7 @@ def seed_everything(seed: int = 0, *, deterministic: bool = False) -> None:
     (``torch.use_deterministic_algorithms(True, warn_only=True)``).
     """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+        raise OptionError(f"seed must be a non-negative int, got {seed!r}.")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -345,8 +345,10 @@ def test_stop_ends_the_forward_pass_early(cnn, images):
             cnn(images)
             seen.append("after")  # skipped: the stop exception leaves the with-block
         assert seen == [] and rec["features.2"].shape == (2, 6, 8, 8)
-        acts = hlviz.activations(cnn, images, ["features.0", "features.4"])
+        acts = hlviz.activations(cnn, images, ["features.0", "features.4"], stop=True)
         assert seen == [] and set(acts) == {"features.0", "features.4"}
+        hlviz.activations(cnn, images, ["features.0"])  # the default runs the whole model
+        assert seen == [1]
         hlviz.testing.assert_no_hooks(cnn, ignore=[handle])
     finally:
         handle.remove()
