@@ -49,7 +49,7 @@ def title_of(nb: nbformat.NotebookNode, path: Path) -> str:
         if cell.cell_type == "markdown":
             for line in cell.source.splitlines():
                 if line.startswith("# "):
-                    return line[2:].strip()
+                    return line[2:].strip().replace("`", "")
     return path.stem
 
 
