@@ -11,9 +11,9 @@
 from . import datasets, errors, models, plotting, testing
 from .edits import ablate, edit, patch, steer
 from .errors import HlvizError, HlvizWarning, LayerNotFoundError
-from .hooks import Recording, activations, model_device, record, run_model
+from .hooks import Recording, activations, record
 from .layers import layer_names, list_layers, resolve, resolve_modules, unwrap
-from .runtime import default_device, seed_everything
+from .runtime import default_device, model_device, run_model, seed_everything
 
 __version__ = "0.1.0"
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._context import HookContext, _mark
 from .errors import (
     LayerSpecError,
     OptionError,
@@ -31,7 +32,6 @@ from .errors import (
     ShapeMismatchError,
     UnitIndexError,
 )
-from .hooks import HookContext, _mark
 from .layers import resolve, unwrap
 from .outputs import Layout, LayoutHint, Select, layout, layout_hints, pick, put_back
 

@@ -319,7 +319,7 @@ def list_layers(model: nn.Module, example: Any = None, *, leaves_only: bool = Fa
     """
     import pandas as pd
 
-    from .hooks import run_model  # local import: hooks imports this module
+    from .runtime import run_model
 
     model = unwrap(model)
     canonical, _ = _named_modules(model)

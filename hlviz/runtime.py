@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from .errors import OptionError
-from .hooks import model_device
+from .layers import unwrap
 
-__all__ = ["default_device", "model_device", "progress_enabled", "seed_everything"]
+__all__ = [
+    "default_device",
+    "model_device",
+    "progress_enabled",
+    "run_model",
+    "seed_everything",
+]
 
 
 def seed_everything(seed: int = 0, *, deterministic: bool = False) -> None:
@@ -57,3 +67,33 @@ def progress_enabled() -> bool:
     if os.environ.get("HLVIZ_PROGRESS", "1") == "0":
         return False
     return "PYTEST_CURRENT_TEST" not in os.environ
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model with none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, (torch.Tensor, PackedSequence)):
+        return value.to(device)
+    if isinstance(value, Mapping):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
+        return type(value)(*(_to_device(v, device) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def run_model(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` on ``inputs``: a tensor, a tuple of arguments, or a mapping of keyword
+    arguments (e.g. a tokenizer's output). Tensors are moved to the model's device."""
+    inputs = _to_device(inputs, model_device(unwrap(model)))
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, tuple) and not isinstance(inputs, PackedSequence):
+        return model(*inputs)
+    return model(inputs)

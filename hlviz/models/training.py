@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..hooks import model_device
 from ..layers import check_module
+from ..runtime import model_device
 
 if TYPE_CHECKING:
     import pandas as pd
