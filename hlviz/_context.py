@@ -1,9 +1,12 @@
 """The hook context every hlviz API builds on: it owns its handles and removes them all.
 
->>> import torch.nn as nn
->>> from hlviz._context import HookContext
->>> issubclass(HookContext, object)
-True
+>>> import torch.nn as nn, hlviz
+>>> model = nn.Sequential(nn.Linear(2, 2))
+>>> with hlviz.record(model, "0"):
+...     len(model[0]._forward_hooks)
+1
+>>> len(model[0]._forward_hooks)
+0
 
 Hooks are registered when the ``with`` block is entered and removed in ``finally``
 when it is left, whatever happens inside; only the handles hlviz made are removed.
