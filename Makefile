@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
 
 refresh: $(STAMP)
 	$(PY) scripts/build_book.py --inplace $(if $(NB),$(NB),$(NOTEBOOKS))
