@@ -17,6 +17,17 @@ from .runtime import default_device, model_device, run_model, seed_everything
 
 __version__ = "0.1.0"
 
+_LAZY_MODULES = ("probes",)  # import scikit-learn (and more) only when first used
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'hlviz' has no attribute {name!r}")
+
+
 __all__ = [
     "HlvizError",
     "HlvizWarning",

@@ -16,6 +16,7 @@ __all__ = [
     "LayerNotFoundError",
     "LayerSpecError",
     "NotAModuleError",
+    "NotFittedError",
     "NotRecordedError",
     "OptionError",
     "OptionTypeError",
@@ -61,6 +62,10 @@ class NotRecordedError(HlvizError, KeyError):
     """A Recording was read before the forward pass, or the layer never ran.
 
     A ``KeyError``, so ``rec.get(name)`` and ``name in rec.grads`` behave like a dict's."""
+
+
+class NotFittedError(HlvizError, ValueError, AttributeError):
+    """An estimator (a probe) was used before ``fit`` (also what scikit-learn's is: both types)."""
 
 
 class OptionError(HlvizError, ValueError):
