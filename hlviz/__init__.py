@@ -17,7 +17,7 @@ from .runtime import default_device, model_device, run_model, seed_everything
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = ("probes",)  # import scikit-learn (and more) only when first used
+_LAZY_MODULES = ("geometry", "probes", "similarity")  # imported on first use (scikit-learn, scipy)
 
 
 def __getattr__(name: str):

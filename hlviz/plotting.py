@@ -25,7 +25,13 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_by_layer", "plot_feature_maps", "plot_images", "plot_layer_embeddings"]
+__all__ = [
+    "plot_by_layer",
+    "plot_cka",
+    "plot_feature_maps",
+    "plot_images",
+    "plot_layer_embeddings",
+]
 
 _METHODS = ("pca", "tsne")
 
@@ -343,4 +349,64 @@ def plot_by_layer(
         ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if own_figure:
         ax.figure.tight_layout()
+    return ax
+
+
+def plot_cka(
+    matrix: Any,
+    ax: Axes | None = None,
+    annot: bool = True,
+    title: str | None = None,
+) -> Axes:
+    """A layer x layer CKA table as a heat map on a fixed 0..1 colour scale; returns the ``Axes``.
+
+    >>> import pandas as pd, hlviz.plotting as hp
+    >>> table = pd.DataFrame([[1.0, 0.4], [0.4, 1.0]], index=["a", "b"], columns=["a", "b"])
+    >>> hp.plot_cka(table, title="CKA").get_title()
+    'CKA'
+
+    ``matrix`` is a ``pandas.DataFrame`` such as :func:`hlviz.similarity.cka_matrix`
+    returns: rows and columns are layers (in order), values are similarities in [0, 1].
+    ``annot`` writes each value (2 decimals) in its cell. The colour scale is always
+    0..1, so figures of different models compare at a glance.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    from .errors import OptionError, OptionTypeError
+
+    if not isinstance(matrix, pd.DataFrame):
+        raise OptionTypeError(
+            f"matrix must be a pandas DataFrame of layers x layers (from "
+            f"hlviz.similarity.cka_matrix), got {type(matrix).__name__}."
+        )
+    if matrix.empty:
+        raise OptionError("matrix is empty: give at least one layer in its rows and columns.")
+    try:
+        values = matrix.astype(float)
+    except (TypeError, ValueError):
+        raise OptionTypeError(
+            f"matrix must hold numbers; got dtypes {sorted(set(map(str, matrix.dtypes)))}."
+        ) from None
+    if ax is None:
+        rows, cols = values.shape
+        side = (max(3.5, 0.6 * cols + 2.0), max(3.0, 0.55 * rows + 1.2))
+        _, ax = plt.subplots(figsize=side)
+    sns.heatmap(
+        values,
+        ax=ax,
+        vmin=0.0,
+        vmax=1.0,
+        cmap="magma",
+        annot=annot,
+        fmt=".2f",
+        square=True,
+        cbar_kws={"label": "CKA", "shrink": 0.8},
+        annot_kws={"fontsize": 8},
+    )
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=45, ha="right")
+    ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
+    if title:
+        ax.set_title(title)
     return ax
