@@ -1,220 +1,259 @@
-"""Linear probes with the scikit-learn contract, fitted in torch (CPU or GPU).
+"""Probe every layer, with the controls that make a probing result mean something.
 
 >>> import torch, hlviz
->>> X = torch.randn(200, 5); y = (X[:, 0] > 0).long()
->>> probe = hlviz.probes.LinearProbe().fit(X[:150], y[:150])
->>> probe.score(X[150:], y[150:]) > 0.9
-True
+>>> y = torch.randint(0, 2, (300,))
+>>> acts = {"noise": torch.randn(300, 8), "signal": torch.randn(300, 8) + 2 * y[:, None]}
+>>> report = hlviz.probes.probe_layers(acts, y, seeds=2)
+>>> report.best_layer()
+'signal'
 
-A probe asks how much of a property a layer's activations hold *linearly*. It is a
-multinomial logistic regression (classification) or a ridge regression (continuous
-targets) on standardised features; the standardisation is fit on the training rows
-only, so no statistic of the test rows leaks into the fit.
+For each layer and seed, the rows are split into train and test (grouped by ``groups``
+so that rows of one input never straddle the split, stratified by label otherwise), a
+:class:`LinearProbe` is fit on train and scored on test, next to controls:
+
+* ``majority``: always answering the most frequent training label;
+* ``shuffled``: a probe fit on permuted training labels (what the probe gets from
+  capacity alone);
+* ``control_task`` (Hewitt & Liang 2019): every input *type* (``types=``, e.g. the word)
+  gets a random but consistent label; ``selectivity = score - control_task``;
+* ``baseline``: the same probe on a random-init model's activations for the same inputs.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
 
-from .errors import NotFittedError, OptionError, ShapeMismatchError
+from .errors import HlvizWarning, OptionError, ShapeMismatchError
+from .linear_probe import LinearProbe
 
-__all__ = ["LinearProbe"]
+__all__ = ["CONTROLS", "LinearProbe", "ProbeReport", "probe_layers", "split_indices"]
 
-TASKS = ("auto", "classification", "regression")
+CONTROLS = ("majority", "shuffled", "control_task")
 
 
-def _as_2d(X: Any, device: torch.device | None, name: str = "X") -> torch.Tensor:
-    """Rows of features as a float tensor ``(n, d)``; extra axes are flattened."""
-    tensor = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
-    if tensor.dim() < 2:
-        raise ShapeMismatchError(
-            f"{name} must have one row per example and at least one feature, got shape "
-            f"{tuple(tensor.shape)}; reshape a single feature with X.reshape(-1, 1)."
-        )
-    tensor = tensor.reshape(tensor.shape[0], -1).to(dtype=torch.float32)
-    if not torch.isfinite(tensor).all():
+def _numpy(value: Any) -> np.ndarray:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def split_indices(
+    y: Any, *, groups: Any = None, test_size: float = 0.25, seed: int = 0, stratify: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test row indices: grouped when ``groups`` is given, else stratified by ``y``.
+
+    >>> train, test = split_indices([0, 1] * 10, groups=[i // 2 for i in range(20)], seed=0)
+    >>> len(train) + len(test), len(set(train) & set(test))
+    (20, 0)
+
+    With ``groups`` no group has rows on both sides (scikit-learn's ``GroupShuffleSplit``).
+    """
+    from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
+
+    y = _numpy(y)
+    rows = np.arange(len(y))
+    if groups is not None:
+        groups = _numpy(groups)
+        if len(groups) != len(y):
+            raise ShapeMismatchError(
+                f"groups has {len(groups)} entries but y has {len(y)}; give one group id per row."
+            )
+        splitter = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+        return next(splitter.split(rows, y, groups))
+    if stratify:
+        counts = np.unique(y, return_counts=True)[1]
+        if counts.min() >= 2:
+            splitter = StratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+            return next(splitter.split(rows, y))
+    return next(ShuffleSplit(n_splits=1, test_size=test_size, random_state=seed).split(rows))
+
+
+def _control_labels(types: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    """Hewitt & Liang's control task: each type gets a label drawn from y's distribution."""
+    rng = np.random.default_rng(seed + 10_007)
+    kinds, inverse = np.unique(types, return_inverse=True)
+    values, counts = np.unique(y, return_counts=True)
+    per_type = rng.choice(values, size=len(kinds), p=counts / counts.sum())
+    return per_type[inverse]
+
+
+def _layers(acts: Any, what: str, n: int | None) -> dict[str, np.ndarray]:
+    if not isinstance(acts, Mapping) or not len(acts):
         raise OptionError(
-            f"{name} holds NaN or infinite values; clean or impute them before probing."
+            f"{what} must be a non-empty mapping layer name -> activations (a dict or a "
+            f"Recording), got {type(acts).__name__}."
         )
-    return tensor.to(device) if device is not None else tensor
+    out = {}
+    for name, value in acts.items():
+        if isinstance(value, list):
+            raise OptionError(
+                f"layer {name!r} in {what} holds {len(value)} calls (the module ran several "
+                "times); pick one, e.g. {name: rec.calls(name)[-1]}."
+            )
+        array = _numpy(value).reshape(len(value), -1)
+        if n is not None and len(array) != n:
+            raise ShapeMismatchError(
+                f"layer {name!r} in {what} has {len(array)} rows but y has {n}; every layer "
+                "needs one row per label."
+            )
+        out[str(name)] = array
+    return out
 
 
-class LinearProbe(BaseEstimator):
-    """A linear read-out of a representation: ``fit(X, y)``, ``predict``, ``score``.
+@dataclass(frozen=True)
+class ProbeReport:
+    """The result of :func:`probe_layers`: one row per layer in ``table`` (a DataFrame).
 
-    Args:
-        task: ``"classification"`` (integer labels: softmax regression), ``"regression"``
-            (float targets, ``(n,)`` or ``(n, k)``: ridge), or ``"auto"`` (integer or bool
-            labels -> classification, floats -> regression).
-        C: inverse L2 strength for classification, as in scikit-learn's
-            ``LogisticRegression`` (minimises ``C * sum(cross-entropy) + |W|^2 / 2``).
-        alpha: L2 strength for regression, as in scikit-learn's ``Ridge``.
-        max_iter: L-BFGS iterations for classification.
-        standardize: scale each feature to zero mean and unit variance (train rows only).
-        device: where to fit (``None``: the device of ``X``).
-
-    Learned state ends in ``_``: ``classes_``, ``coef_`` ``(classes, d)`` or ``(k, d)``,
-    ``intercept_``, ``mean_``, ``scale_``, ``n_iter_``. ``score`` is accuracy for
-    classification and R^2 for regression.
+    Columns: ``layer``, ``score`` and ``score_sd`` (over seeds; accuracy or R^2), one
+    column per control, ``selectivity`` (score minus the control task) and ``baseline``
+    when given, plus ``n_train``, ``n_test`` and ``features``.
     """
 
-    def __init__(
-        self,
-        task: str = "auto",
-        *,
-        C: float = 1.0,
-        alpha: float = 1.0,
-        max_iter: int = 200,
-        tol: float = 1e-6,
-        standardize: bool = True,
-        device: str | torch.device | None = None,
-    ):
-        self.task = task
-        self.C = C
-        self.alpha = alpha
-        self.max_iter = max_iter
-        self.tol = tol
-        self.standardize = standardize
-        self.device = device
+    table: Any
+    task: str
+    seeds: int
 
-    # ------------------------------------------------------------------ fit
-    def _check_params(self) -> None:
-        if self.task not in TASKS:
-            raise OptionError(f"task={self.task!r} is not one of {TASKS}.")
-        if not self.C > 0 or not self.alpha >= 0:
-            raise OptionError(
-                f"C must be > 0 and alpha >= 0, got C={self.C!r}, alpha={self.alpha!r}."
-            )
-        if not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise OptionError(f"max_iter must be a positive int, got {self.max_iter!r}.")
+    def best_layer(self) -> str:
+        """The layer with the highest mean score."""
+        return str(self.table.loc[self.table["score"].idxmax(), "layer"])
 
-    def _resolve_task(self, y: torch.Tensor) -> str:
-        if self.task != "auto":
-            return self.task
-        if y.dtype in (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
-            return "classification"
-        return "regression"
+    def summary(self, digits: int = 3):
+        """The table rounded for reading."""
+        return self.table.round(digits)
 
-    def fit(self, X: Any, y: Any) -> LinearProbe:
-        """Fit on rows ``X`` ``(n, ...)`` and targets ``y`` ``(n,)`` (or ``(n, k)`` for regression)."""
-        self._check_params()
-        device = torch.device(self.device) if self.device is not None else None
-        X = _as_2d(X, device)
-        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(X.device)
-        if y.shape[0] != X.shape[0]:
-            raise ShapeMismatchError(
-                f"X has {X.shape[0]} rows but y has {y.shape[0]}; give one target per row."
-            )
-        self.task_ = self._resolve_task(y)
-        if self.standardize:
-            self.mean_ = X.mean(0)
-            self.scale_ = X.std(0, unbiased=False).clamp_min(1e-8)
-        else:
-            self.mean_ = torch.zeros(X.shape[1], device=X.device)
-            self.scale_ = torch.ones(X.shape[1], device=X.device)
-        Z = (X - self.mean_) / self.scale_
-        if self.task_ == "classification":
-            self._fit_logistic(Z, y)
-        else:
-            self._fit_ridge(Z, y.to(torch.float32))
-        self.n_features_in_ = X.shape[1]
-        return self
+    def plot(self, ax: Any = None, title: str | None = None):
+        """Score by layer with a +-sd band and the controls as dashed lines; returns the Axes."""
+        import matplotlib.pyplot as plt
 
-    def _fit_logistic(self, Z: torch.Tensor, y: torch.Tensor) -> None:
-        if y.dim() != 1:
-            raise ShapeMismatchError(
-                f"classification needs one label per row, y of shape (n,); got {tuple(y.shape)}."
-            )
-        classes, codes = torch.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise OptionError(
-                f"y holds a single class ({classes.tolist()}); a probe needs at least two."
-            )
-        n, d = Z.shape
-        k = len(classes)
-        W = torch.zeros(k, d, device=Z.device, requires_grad=True)
-        b = torch.zeros(k, device=Z.device, requires_grad=True)
-        penalty = 1.0 / (2.0 * self.C * n)  # sklearn's objective divided by C * n
-        opt = torch.optim.LBFGS(
-            [W, b],
-            lr=1,
-            max_iter=self.max_iter,
-            tolerance_grad=self.tol,
-            tolerance_change=1e-9,
-            history_size=20,
-            line_search_fn="strong_wolfe",
-        )
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(self.table) + 2), 3.2))
+        x = np.arange(len(self.table))
+        score, sd = self.table["score"].to_numpy(), self.table["score_sd"].to_numpy()
+        ax.plot(x, score, marker="o", label="probe", color="C0")
+        ax.fill_between(x, score - sd, score + sd, color="C0", alpha=0.2)
+        for i, column in enumerate(("majority", "shuffled", "control_task", "baseline")):
+            if column in self.table and self.table[column].notna().any():
+                ax.plot(x, self.table[column], ls="--", marker=".", color=f"C{i + 1}", label=column)
+        ax.set_xticks(x, self.table["layer"], rotation=30, ha="right")
+        ax.set_ylabel("test accuracy" if self.task == "classification" else "test R$^2$")
+        ax.set_title(title or f"linear probes by layer ({self.seeds} seeds)")
+        ax.legend(fontsize="small", frameon=False)
+        return ax
 
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(Z @ W.T + b, codes) + penalty * (W * W).sum()
-            loss.backward()
-            return loss
 
-        with torch.enable_grad():
-            opt.step(closure)
-        self.classes_ = classes.cpu().numpy()
-        self.coef_ = W.detach()
-        self.intercept_ = b.detach()
-        self.n_iter_ = opt.state[opt._params[0]].get("n_iter", 0)
+def probe_layers(
+    acts: Mapping[str, Any],
+    y: Any,
+    *,
+    groups: Any = None,
+    task: str = "auto",
+    seeds: int = 3,
+    controls: Sequence[str] = CONTROLS,
+    baseline: Mapping[str, Any] | None = None,
+    types: Any = None,
+    test_size: float = 0.25,
+    probe: LinearProbe | None = None,
+) -> ProbeReport:
+    """Fit a linear probe on every layer (several seeds), with controls; see the module doc.
 
-    def _fit_ridge(self, Z: torch.Tensor, y: torch.Tensor) -> None:
-        target = y if y.dim() == 2 else y[:, None]
-        y_mean = target.mean(0)
-        Zd = Z.double()
-        gram = Zd.T @ Zd + self.alpha * torch.eye(Z.shape[1], dtype=torch.float64, device=Z.device)
-        coef = torch.linalg.solve(gram, Zd.T @ (target - y_mean).double()).T.float()
-        self.coef_ = coef
-        self.intercept_ = y_mean
-        self._single_target = y.dim() == 1
-        self.n_iter_ = 1
+    Args:
+        acts: layer name -> ``(n, ...)`` activations (a dict or a :class:`~hlviz.Recording`).
+        y: ``(n,)`` labels (or float targets for regression).
+        groups: ``(n,)`` input ids: rows of one input stay on one side of every split.
+        controls: any of ``"majority"``, ``"shuffled"``, ``"control_task"`` (needs ``types``).
+        baseline: layer name -> activations of a random-init model on the same inputs.
+        types: ``(n,)`` input types for the control task (e.g. the word of each token).
+        probe: an unfitted :class:`LinearProbe` whose parameters are used (default ones).
 
-    # ------------------------------------------------------------------ use
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
-            raise NotFittedError(
-                "this LinearProbe is not fitted yet: call probe.fit(X_train, y_train) first."
+    Warns (:class:`~hlviz.HlvizWarning`) when identical rows exist but no ``groups`` were
+    given (the same input on both sides of a split inflates scores), and when a layer has
+    more features than training rows (a linear probe can then fit any labels).
+    """
+    from sklearn.base import clone
+
+    y_np = _numpy(y)
+    if y_np.ndim != 1:
+        raise ShapeMismatchError(f"y must be 1-D (one label per row), got shape {y_np.shape}.")
+    layers = _layers(acts, "acts", len(y_np))
+    base = _layers(baseline, "baseline", len(y_np)) if baseline is not None else {}
+    unknown = [c for c in controls if c not in CONTROLS]
+    if unknown:
+        raise OptionError(f"unknown controls {unknown}; choose from {CONTROLS}.")
+    if not isinstance(seeds, int) or seeds < 1:
+        raise OptionError(f"seeds must be a positive int, got {seeds!r}.")
+    template = probe if probe is not None else LinearProbe(task=task)
+    resolved = LinearProbe(task=template.task)._resolve_task(torch.as_tensor(y_np))
+    types_np = None
+    if "control_task" in controls and types is not None:
+        types_np = _numpy(types)
+        if len(types_np) != len(y_np):
+            raise ShapeMismatchError(f"types has {len(types_np)} entries but y has {len(y_np)}.")
+    if groups is None:
+        first = next(iter(layers.values()))
+        if len(np.unique(first, axis=0)) < len(first):
+            warnings.warn(
+                "some rows of the activations are identical but no groups= were given: the same "
+                "input may land in train and test and inflate scores. Pass groups= (e.g. a "
+                "sentence or image id per row).",
+                HlvizWarning,
+                stacklevel=2,
             )
 
-    def _standardised(self, X: Any) -> torch.Tensor:
-        self._check_fitted()
-        X = _as_2d(X, self.coef_.device)
-        if X.shape[1] != self.n_features_in_:
-            raise ShapeMismatchError(
-                f"X has {X.shape[1]} features but the probe was fit on {self.n_features_in_}; "
-                "give activations of the same layer."
+    rows = []
+    for name, X in layers.items():
+        scores, ctrl = [], {c: [] for c in (*controls, "baseline")}
+        for seed in range(seeds):
+            train, test = split_indices(
+                y_np,
+                groups=groups,
+                test_size=test_size,
+                seed=seed,
+                stratify=resolved == "classification",
             )
-        return (X - self.mean_) / self.scale_
+            if seed == 0 and X.shape[1] > len(train):
+                warnings.warn(
+                    f"layer {name!r} has {X.shape[1]} features but only {len(train)} training rows: "
+                    "a linear probe can fit any labels here; compare with the controls or reduce "
+                    "the dimension (e.g. PCA) first.",
+                    HlvizWarning,
+                    stacklevel=2,
+                )
+            fit = clone(template).set_params(task=resolved)
+            scores.append(fit.fit(X[train], y_np[train]).score(X[test], y_np[test]))
+            if "majority" in controls:
+                ctrl["majority"].append(_majority(y_np[train], y_np[test], resolved))
+            if "shuffled" in controls:
+                perm = np.random.default_rng(seed).permutation(y_np[train])
+                ctrl["shuffled"].append(clone(fit).fit(X[train], perm).score(X[test], y_np[test]))
+            if types_np is not None and resolved == "classification":
+                labels = _control_labels(types_np, y_np, seed)
+                ctrl["control_task"].append(
+                    clone(fit).fit(X[train], labels[train]).score(X[test], labels[test])
+                )
+            if name in base:
+                B = base[name]
+                ctrl["baseline"].append(
+                    clone(fit).fit(B[train], y_np[train]).score(B[test], y_np[test])
+                )
+        row = {"layer": name, "score": np.mean(scores), "score_sd": np.std(scores)}
+        for column, values in ctrl.items():
+            row[column] = np.mean(values) if values else np.nan
+        row["selectivity"] = row["score"] - row.get("control_task", np.nan)
+        row.update(n_train=len(train), n_test=len(test), features=X.shape[1])
+        rows.append(row)
+    import pandas as pd
 
-    def decision_function(self, X: Any) -> torch.Tensor:
-        """Logits ``(n, classes)`` (classification) or predictions (regression)."""
-        return self._standardised(X) @ self.coef_.T + self.intercept_
+    table = pd.DataFrame(rows)
+    return ProbeReport(table=table, task=resolved, seeds=seeds)
 
-    def predict_proba(self, X: Any) -> torch.Tensor:
-        """Class probabilities ``(n, classes)``, columns in the order of ``classes_``."""
-        if getattr(self, "task_", None) == "regression":
-            raise OptionError("predict_proba is for classification probes; this one regresses.")
-        return self.decision_function(X).softmax(1)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted labels (classification) or values (regression), as a NumPy array."""
-        out = self.decision_function(X)
-        if self.task_ == "classification":
-            return self.classes_[out.argmax(1).cpu().numpy()]
-        out = out.cpu().numpy()
-        return out[:, 0] if self._single_target else out
-
-    def score(self, X: Any, y: Any) -> float:
-        """Accuracy (classification) or the coefficient of determination R^2 (regression)."""
-        pred = self.predict(X)
-        y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
-        if self.task_ == "classification":
-            return float((pred == y).mean())
-        y = y.reshape(pred.shape).astype(np.float64)
-        resid = ((y - pred) ** 2).sum(0)
-        total = ((y - y.mean(0)) ** 2).sum(0)
-        return float(np.mean(1.0 - resid / np.maximum(total, 1e-12)))
+def _majority(y_train: np.ndarray, y_test: np.ndarray, task: str) -> float:
+    if task == "classification":
+        values, counts = np.unique(y_train, return_counts=True)
+        return float((y_test == values[counts.argmax()]).mean())
+    total = ((y_test - y_test.mean()) ** 2).sum()
+    return float(1 - ((y_test - y_train.mean()) ** 2).sum() / max(total, 1e-12))
