@@ -47,6 +47,7 @@ refresh: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/probe_sweep.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu tests

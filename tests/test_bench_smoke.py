@@ -29,3 +29,16 @@ def test_bench_quick_run_prints_both_tables(tmp_path):
     ):
         assert needle in report, f"{needle!r} missing from the bench report"
     assert "### minilm" in run.stdout, "the report is printed too"
+
+
+def test_probe_sweep_quick_run_reports_speed_and_accuracy():
+    run = subprocess.run(
+        [sys.executable, "bench/probe_sweep.py", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    for needle in ("### probe sweep: 7 MiniLM layers x 500 tokens", "speed-up", "linear CKA"):
+        assert needle in run.stdout
