@@ -17,7 +17,8 @@ from .runtime import default_device, model_device, run_model, seed_everything
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = ("geometry", "probes", "similarity")  # imported on first use (scikit-learn, scipy)
+# imported on first use: they load scikit-learn or scipy
+_LAZY_MODULES = ("geometry", "mdl", "probes", "similarity")
 
 
 def __getattr__(name: str):

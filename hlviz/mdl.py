@@ -36,6 +36,7 @@ Length", EMNLP 2020.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -149,7 +150,7 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
     ok = (
         len(values) >= 2
         and all(0.0 < f <= 1.0 for f in values)
-        and all(a < b for a, b in zip(values, values[1:]))
+        and all(a < b for a, b in itertools.pairwise(values))
         and values[-1] == 1.0
     )
     if not ok:
@@ -204,7 +205,7 @@ def _online(
     X, codes = X[order], codes[order]
     uniform_row = math.log2(k)
     bits = [ends[0] * uniform_row]
-    for start, stop in zip(ends[:-1], ends[1:]):
+    for start, stop in itertools.pairwise(ends):
         train = codes[:start]
         if len(np.unique(train)) < 2:  # a single class: no probe to fit, send uniformly
             bits.append((stop - start) * uniform_row)
