@@ -152,7 +152,7 @@ def probe_layers(
     groups: Any = None,
     task: str = "auto",
     seeds: int = 3,
-    controls: Sequence[str] = CONTROLS,
+    controls: Sequence[str] | None = None,
     baseline: Mapping[str, Any] | None = None,
     types: Any = None,
     test_size: float = 0.25,
@@ -164,7 +164,8 @@ def probe_layers(
         acts: layer name -> ``(n, ...)`` activations (a dict or a :class:`~hlviz.Recording`).
         y: ``(n,)`` labels (or float targets for regression).
         groups: ``(n,)`` input ids: rows of one input stay on one side of every split.
-        controls: any of ``"majority"``, ``"shuffled"``, ``"control_task"`` (needs ``types``).
+        controls: any of ``"majority"``, ``"shuffled"``, ``"control_task"`` (needs ``types``);
+            the default is all three when ``types`` is given, else the first two.
         baseline: layer name -> activations of a random-init model on the same inputs.
         types: ``(n,)`` input types for the control task (e.g. the word of each token).
         probe: an unfitted :class:`LinearProbe` whose parameters are used (default ones).
@@ -180,6 +181,8 @@ def probe_layers(
         raise ShapeMismatchError(f"y must be 1-D (one label per row), got shape {y_np.shape}.")
     layers = _layers(acts, "acts", len(y_np))
     base = _layers(baseline, "baseline", len(y_np)) if baseline is not None else {}
+    if controls is None:
+        controls = CONTROLS if types is not None else ("majority", "shuffled")
     unknown = [c for c in controls if c not in CONTROLS]
     if unknown:
         raise OptionError(f"unknown controls {unknown}; choose from {CONTROLS}.")
@@ -188,7 +191,14 @@ def probe_layers(
     template = probe if probe is not None else LinearProbe(task=task)
     resolved = LinearProbe(task=template.task)._resolve_task(torch.as_tensor(y_np))
     types_np = None
-    if "control_task" in controls and types is not None:
+    if "control_task" in controls and (types is None or resolved != "classification"):
+        raise OptionError(
+            "the control task gives each input type a random label, so it needs types= (one "
+            "type per row, e.g. the word of each token or the id of each image) and class "
+            f"labels; got types={'None' if types is None else 'given'} and a {resolved} target. "
+            "Pass types=, or leave 'control_task' out of controls."
+        )
+    if "control_task" in controls:
         types_np = _numpy(types)
         if len(types_np) != len(y_np):
             raise ShapeMismatchError(f"types has {len(types_np)} entries but y has {len(y_np)}.")
@@ -229,7 +239,7 @@ def probe_layers(
             if "shuffled" in controls:
                 perm = np.random.default_rng(seed).permutation(y_np[train])
                 ctrl["shuffled"].append(clone(fit).fit(X[train], perm).score(X[test], y_np[test]))
-            if types_np is not None and resolved == "classification":
+            if types_np is not None:
                 labels = _control_labels(types_np, y_np, seed)
                 ctrl["control_task"].append(
                     clone(fit).fit(X[train], labels[train]).score(X[test], labels[test])

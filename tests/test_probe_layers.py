@@ -117,5 +117,11 @@ def test_errors():
         probe_layers(acts, y, groups=[0, 1])
     with pytest.raises(OptionError, match="holds 2 calls"):
         probe_layers({"x": [np.zeros((100, 2)), np.zeros((100, 2))]}, y)
+    with pytest.raises(OptionError, match=r"the control task .* needs types=.*got types=None"):
+        probe_layers(acts, y, controls=("control_task",))
+    with pytest.raises(OptionError, match="and a regression target"):
+        probe_layers(acts, y.astype(float) + 0.5, types=y, controls=("control_task",))
+    assert "control_task" not in probe_layers(acts, y, seeds=1).table
+    assert "control_task" in probe_layers(acts, y, seeds=1, types=y).table
     with pytest.raises(OptionError, match="seeds must be a positive int"):
         probe_layers(acts, y, seeds=0)
