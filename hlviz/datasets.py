@@ -20,6 +20,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .errors import OptionError
+
 __all__ = ["ImageSplit", "load_digits"]
 
 _SPLITS = ("train", "test", "all")
@@ -77,7 +79,7 @@ def load_digits(split: str = "train", *, test_size: float = 0.25, seed: int = 0)
     The data ship inside scikit-learn: nothing is downloaded.
     """
     if split not in _SPLITS:
-        raise ValueError(
+        raise OptionError(
             f"split must be one of {', '.join(map(repr, _SPLITS))}, got {split!r}. "
             "Use load_digits('train') and load_digits('test') for a held-out evaluation."
         )
@@ -86,12 +88,12 @@ def load_digits(split: str = "train", *, test_size: float = 0.25, seed: int = 0)
         or not isinstance(test_size, (int, float))
         or not 0 < test_size < 1
     ):
-        raise ValueError(
+        raise OptionError(
             f"test_size must be a fraction between 0 and 1 (exclusive), got {test_size!r}; "
             "e.g. test_size=0.25 keeps a quarter of the images for testing."
         )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+        raise OptionError(f"seed must be a non-negative int, got {seed!r}.")
     images, target = _digits_arrays()
     index = np.arange(len(target))
     if split != "all":

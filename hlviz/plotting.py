@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .errors import OptionError, OptionTypeError, UnitIndexError
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -38,7 +40,7 @@ _METHODS = ("pca", "tsne")
 
 def _to_numpy(value: Any, what: str) -> np.ndarray:
     if isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
-        raise TypeError(
+        raise OptionTypeError(
             f"{what} is a list of {len(value)} tensors: the layer ran several times in one "
             "forward pass. Pick one call, e.g. rec.calls(layer)[0]."
         )
@@ -47,7 +49,7 @@ def _to_numpy(value: Any, what: str) -> np.ndarray:
     try:
         return np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(
+        raise OptionTypeError(
             f"{what} must be a tensor or an array, got {type(value).__name__}."
         ) from None
 
@@ -56,13 +58,13 @@ def _grid(n: int, ncols: int, fig: Figure | None, panel: tuple[float, float]):
     import matplotlib.pyplot as plt
 
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
-        raise ValueError(f"ncols must be a positive int, got {ncols!r}.")
+        raise OptionError(f"ncols must be a positive int, got {ncols!r}.")
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
     if fig is None:
         fig = plt.figure(figsize=(panel[0] * ncols, panel[1] * nrows))
     elif fig.axes:
-        raise ValueError(
+        raise OptionError(
             f"fig= must be an empty figure to draw into; the one given already has "
             f"{len(fig.axes)} axes. Pass plt.figure() or leave fig=None."
         )
@@ -74,7 +76,7 @@ def _grid(n: int, ncols: int, fig: Figure | None, panel: tuple[float, float]):
 
 def _check_count(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        raise OptionError(f"{name} must be a positive int, got {value!r}.")
 
 
 def plot_images(
@@ -101,18 +103,18 @@ def plot_images(
     if array.ndim == 4 and array.shape[1] in (1, 3):
         array = array[:, 0] if array.shape[1] == 1 else array.transpose(0, 2, 3, 1)
     elif array.ndim != 3:
-        raise ValueError(
+        raise OptionError(
             f"images must have shape (N, H, W), (N, 1, H, W) or (N, 3, H, W); got {array.shape}."
         )
     if labels is not None:
         labels = labels.tolist() if isinstance(labels, (torch.Tensor, np.ndarray)) else list(labels)
         if len(labels) != len(array):
-            raise ValueError(
+            raise OptionError(
                 f"labels has {len(labels)} entries for {len(array)} images; give one per image."
             )
     n = min(len(array), max_images)
     if n == 0:
-        raise ValueError("images is empty: there is nothing to plot.")
+        raise OptionError("images is empty: there is nothing to plot.")
     fig, axes = _grid(n, ncols, fig, (1.1, 1.25))
     for i, ax in enumerate(axes):
         ax.imshow(array[i], cmap=cmap)
@@ -153,13 +155,13 @@ def plot_feature_maps(
             or not isinstance(index, int)
             or not -len(array) <= index < len(array)
         ):
-            raise IndexError(
+            raise UnitIndexError(
                 f"index={index!r} is out of range for a batch of {len(array)} examples "
                 f"(acts has shape {array.shape}); use 0..{len(array) - 1}."
             )
         array = array[index]
     if array.ndim != 3:
-        raise ValueError(
+        raise OptionError(
             f"acts must be a spatial activation (N, C, H, W) or (C, H, W), got shape {array.shape}. "
             "For a flat (N, D) layer use plot_by_layer or plot_layer_embeddings instead."
         )
@@ -223,9 +225,11 @@ def plot_layer_embeddings(
     ``labels`` (N entries) colour the points; the legend is shared.
     """
     if method not in _METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}.")
+        raise OptionError(
+            f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}."
+        )
     if not isinstance(acts, Mapping) or len(acts) == 0:
-        raise ValueError(
+        raise OptionError(
             "acts must be a non-empty mapping {layer name: activations}, such as a "
             f"hlviz.Recording; got {type(acts).__name__}"
             + (" with no entries." if isinstance(acts, Mapping) else ".")
@@ -235,7 +239,7 @@ def plot_layer_embeddings(
     for name in acts:
         array = _to_numpy(acts[name], f"acts[{name!r}]")
         if array.ndim == 0 or len(array) != len(labels):
-            raise ValueError(
+            raise OptionError(
                 f"acts[{name!r}] has {len(array) if array.ndim else 0} rows (shape {array.shape}) "
                 f"but labels has {len(labels)} entries; give one label per example."
             )
@@ -299,7 +303,7 @@ def plot_by_layer(
     import pandas as pd
 
     if kind not in ("line", "bar"):
-        raise ValueError(f"kind must be 'line' or 'bar', got {kind!r}.")
+        raise OptionError(f"kind must be 'line' or 'bar', got {kind!r}.")
     if isinstance(values, pd.DataFrame):
         frame = values
     elif isinstance(values, pd.Series):
@@ -307,16 +311,16 @@ def plot_by_layer(
     elif isinstance(values, Mapping):
         frame = pd.Series(dict(values), dtype=float).to_frame(ylabel or "value")
     else:
-        raise TypeError(
+        raise OptionTypeError(
             f"values must be a dict {{layer: number}}, a pandas Series or DataFrame; got "
             f"{type(values).__name__}."
         )
     if frame.empty:
-        raise ValueError("values is empty: give at least one layer and its number.")
+        raise OptionError("values is empty: give at least one layer and its number.")
     try:
         frame = frame.astype(float)
     except (TypeError, ValueError) as exc:
-        raise TypeError(
+        raise OptionTypeError(
             f"values must be numbers ({exc}); got dtypes {dict(frame.dtypes)}."
         ) from None
     legend = len(frame.columns) > 1 or bool(reference)

@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import hlviz
 from hlviz.errors import HlvizError, LayerNotFoundError, NotRecordedError, OptionError
 
-from .zoo import Shared
+from .zoo import Shared, tiny_bert
 
 
 def test_inputs_are_copied_before_an_inplace_module_changes_them():
@@ -152,18 +152,7 @@ def test_an_edit_function_with_a_default_argument_gets_only_the_tensor():
 
 
 def test_int_select_on_a_model_output_in_record_and_edit():
-    transformers = pytest.importorskip(
-        "transformers", reason="transformers is part of the dev extra"
-    )
-    cfg = transformers.BertConfig(
-        vocab_size=30,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=8,
-        max_position_embeddings=16,
-    )
-    outer = nn.ModuleDict({"bert": transformers.BertModel(cfg).eval()})
+    outer = nn.ModuleDict({"bert": tiny_bert(layers=1, hidden=8, vocab=30)})
     ids = torch.randint(0, 30, (1, 4))
     with hlviz.edit(outer, {"bert": hlviz.ablate()}, select=0), torch.no_grad():
         out = outer["bert"](input_ids=ids)

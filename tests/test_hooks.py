@@ -17,7 +17,7 @@ from hlviz.errors import (
     RecordingStateError,
 )
 
-from .zoo import DictOut, Shared
+from .zoo import DictOut, Shared, tiny_bert
 
 
 def reference(model, names, x):
@@ -428,19 +428,8 @@ def test_transformer_encoder_layers_are_recorded_in_eval_and_no_grad():
 
 
 def test_hugging_face_bert_from_a_small_random_config():
-    transformers = pytest.importorskip(
-        "transformers", reason="transformers is part of the dev extra"
-    )
-    cfg = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=20,
-        max_position_embeddings=32,
-    )
     torch.manual_seed(0)
-    bert = transformers.BertModel(cfg).eval()
+    bert = tiny_bert()
     batch = {
         "input_ids": torch.randint(0, 50, (2, 7)),
         "attention_mask": torch.ones(2, 7, dtype=torch.long),

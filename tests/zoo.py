@@ -74,3 +74,21 @@ class _DictChild(nn.Module):
 
     def forward(self, h):
         return {"meta": "not a tensor", "z": self.lin(h)}
+
+
+def tiny_bert(layers: int = 2, hidden: int = 16, vocab: int = 50):
+    """A Hugging Face BertModel from a small random config (eval mode), or a skip."""
+    import pytest
+
+    transformers = pytest.importorskip(
+        "transformers", reason="transformers is part of the dev extra"
+    )
+    cfg = transformers.BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden + 4,
+        max_position_embeddings=32,
+    )
+    return transformers.BertModel(cfg).eval()

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..errors import OptionError
 from .training import train_classifier
 
 if TYPE_CHECKING:
@@ -56,9 +57,9 @@ class DigitsCNN(nn.Module):
     def __init__(self, num_classes: int = 10, width: int = 16):
         super().__init__()
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive int (channels of conv1), got {width!r}.")
+            raise OptionError(f"width must be a positive int (channels of conv1), got {width!r}.")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
+            raise OptionError(f"num_classes must be an int >= 2, got {num_classes!r}.")
         c1, c2 = width, 2 * width
         self.features = nn.Sequential(
             OrderedDict(
@@ -83,7 +84,7 @@ class DigitsCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 1:
-            raise ValueError(
+            raise OptionError(
                 f"DigitsCNN expects images of shape (N, 1, H, W), got {tuple(x.shape)}; "
                 "add the channel axis with x.unsqueeze(1)."
             )
@@ -117,7 +118,7 @@ def train_digits_cnn(
     from ..datasets import load_digits
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+        raise OptionError(f"seed must be a non-negative int, got {seed!r}.")
     train, test = load_digits("train"), load_digits("test")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

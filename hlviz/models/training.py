@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..errors import OptionError, OptionTypeError
 from ..layers import check_module
 from ..runtime import model_device
 
@@ -29,17 +30,17 @@ __all__ = ["accuracy", "predict", "train_classifier"]
 
 def _check_xy(X: torch.Tensor, y: torch.Tensor, what: str) -> None:
     if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(
+        raise OptionTypeError(
             f"{what} must be tensors, got X: {type(X).__name__}, y: {type(y).__name__}; "
             "convert with torch.as_tensor(...)."
         )
     if y.dim() != 1 or X.shape[0] != y.shape[0]:
-        raise ValueError(
+        raise OptionError(
             f"{what}: X has shape {tuple(X.shape)} and y {tuple(y.shape)}; y must be 1-D with one "
             "class index per row of X."
         )
     if y.dtype != torch.long:
-        raise TypeError(
+        raise OptionTypeError(
             f"{what}: y must hold int64 class indices, got dtype {y.dtype}; use y.long()."
         )
 
@@ -57,7 +58,7 @@ def predict(model: nn.Module, X: torch.Tensor, *, batch_size: int = 1024) -> tor
     """
     check_module(model)
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        raise OptionError(f"batch_size must be a positive int, got {batch_size!r}.")
     device = model_device(model)
     was_training = model.training
     model.eval()
@@ -115,16 +116,16 @@ def train_classifier(
     _check_xy(X, y, "train_classifier(model, X, y)")
     if eval_data is not None:
         if not isinstance(eval_data, (tuple, list)) or len(eval_data) != 2:
-            raise TypeError(
+            raise OptionTypeError(
                 f"eval_data must be a pair (X_test, y_test), got {type(eval_data).__name__}; "
                 "an ImageSplit works too: eval_data=tuple(test)."
             )
         _check_xy(*eval_data, "eval_data")
     for label, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label} must be a positive int, got {value!r}.")
+            raise OptionError(f"{label} must be a positive int, got {value!r}.")
     if not lr > 0:
-        raise ValueError(f"lr must be a positive learning rate, got {lr!r}; try lr=1e-2.")
+        raise OptionError(f"lr must be a positive learning rate, got {lr!r}; try lr=1e-2.")
     device = model_device(model)
     X, y = X.to(device), y.to(device)
     generator = torch.Generator().manual_seed(seed)
