@@ -9,7 +9,9 @@ True
 A probe asks how much of a property a layer's activations hold *linearly*. It is a
 multinomial logistic regression (classification) or a ridge regression (continuous
 targets) on standardised features; the standardisation is fit on the training rows
-only, so no statistic of the test rows leaks into the fit.
+only, so no statistic of the test rows leaks into the fit. Classification is solved by
+a preconditioned L-BFGS (:mod:`hlviz._lbfgs`) that also fits every probe of a layer
+sweep in one batch (:func:`hlviz.probes.probe_layers`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
+from ._lbfgs import Problems, fit_softmax
 from .errors import NotFittedError, OptionError, ShapeMismatchError
 
 __all__ = ["LinearProbe"]
@@ -54,6 +57,8 @@ class LinearProbe(BaseEstimator):
             ``LogisticRegression`` (minimises ``C * sum(cross-entropy) + |W|^2 / 2``).
         alpha: L2 strength for regression, as in scikit-learn's ``Ridge``.
         max_iter: L-BFGS iterations for classification.
+        tol: stop when no gradient entry of the (mean) objective exceeds this, as
+            scikit-learn's ``LogisticRegression(tol=...)`` with the lbfgs solver.
         standardize: scale each feature to zero mean and unit variance (train rows only).
         device: where to fit (``None``: the device of ``X``).
 
@@ -69,7 +74,7 @@ class LinearProbe(BaseEstimator):
         C: float = 1.0,
         alpha: float = 1.0,
         max_iter: int = 200,
-        tol: float = 1e-6,
+        tol: float = 1e-4,
         standardize: bool = True,
         device: str | torch.device | None = None,
     ):
@@ -134,33 +139,22 @@ class LinearProbe(BaseEstimator):
             raise OptionError(
                 f"y holds a single class ({classes.tolist()}); a probe needs at least two."
             )
-        n, d = Z.shape
-        k = len(classes)
-        W = torch.zeros(k, d, device=Z.device, requires_grad=True)
-        b = torch.zeros(k, device=Z.device, requires_grad=True)
-        penalty = 1.0 / (2.0 * self.C * n)  # sklearn's objective divided by C * n
-        opt = torch.optim.LBFGS(
-            [W, b],
-            lr=1,
-            max_iter=self.max_iter,
-            tolerance_grad=self.tol,
-            tolerance_change=1e-9,
-            history_size=20,
-            line_search_fn="strong_wolfe",
+        n = Z.shape[0]
+        ones = torch.ones(1, 1, Z.shape[1], device=Z.device)
+        problems = Problems(
+            Z[None],
+            codes[None],
+            torch.full((1, n), 1.0 / n, device=Z.device),
+            torch.zeros(1, len(classes), dtype=torch.bool, device=Z.device),
+            0.0 * ones,
+            ones,
+            torch.full((1,), 1.0 / (self.C * n), device=Z.device),
         )
-
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(Z @ W.T + b, codes) + penalty * (W * W).sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            opt.step(closure)
+        fit = fit_softmax(problems, max_iter=self.max_iter, tol=self.tol)
         self.classes_ = classes.cpu().numpy()
-        self.coef_ = W.detach()
-        self.intercept_ = b.detach()
-        self.n_iter_ = opt.state[opt._params[0]].get("n_iter", 0)
+        self.coef_ = fit.coef[0, 0]
+        self.intercept_ = fit.intercept[0, 0]
+        self.n_iter_ = int(fit.n_iter[0, 0])
 
     def _fit_ridge(self, Z: torch.Tensor, y: torch.Tensor) -> None:
         target = y if y.dim() == 2 else y[:, None]

@@ -29,10 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._sweep import Fit, batched_scores
 from .errors import HlvizWarning, OptionError, ShapeMismatchError
 from .linear_probe import LinearProbe
+from .mlp_probe import MLPProbe
 
-__all__ = ["CONTROLS", "LinearProbe", "ProbeReport", "probe_layers", "split_indices"]
+__all__ = ["CONTROLS", "LinearProbe", "MLPProbe", "ProbeReport", "probe_layers", "split_indices"]
 
 CONTROLS = ("majority", "shuffled", "control_task")
 
@@ -156,7 +158,7 @@ def probe_layers(
     baseline: Mapping[str, Any] | None = None,
     types: Any = None,
     test_size: float = 0.25,
-    probe: LinearProbe | None = None,
+    probe: Any = None,
 ) -> ProbeReport:
     """Fit a linear probe on every layer (several seeds), with controls; see the module doc.
 
@@ -168,7 +170,10 @@ def probe_layers(
             the default is all three when ``types`` is given, else the first two.
         baseline: layer name -> activations of a random-init model on the same inputs.
         types: ``(n,)`` input types for the control task (e.g. the word of each token).
-        probe: an unfitted :class:`LinearProbe` whose parameters are used (default ones).
+        probe: an unfitted estimator to clone for every fit: a :class:`LinearProbe` with
+            other parameters, an :class:`MLPProbe` (opt-in; read its selectivity), or any
+            scikit-learn classifier. Linear classification probes of all layers, seeds
+            and controls are fit together in one batched solve.
 
     Warns (:class:`~hlviz.HlvizWarning`) when identical rows exist but no ``groups`` were
     given (the same input on both sides of a split inflates scores), and when a layer has
@@ -189,7 +194,9 @@ def probe_layers(
     if not isinstance(seeds, int) or seeds < 1:
         raise OptionError(f"seeds must be a positive int, got {seeds!r}.")
     template = probe if probe is not None else LinearProbe(task=task)
-    resolved = LinearProbe(task=template.task)._resolve_task(torch.as_tensor(y_np))
+    resolved = LinearProbe(task=getattr(template, "task", task))._resolve_task(
+        torch.as_tensor(y_np)
+    )
     types_np = None
     if "control_task" in controls and (types is None or resolved != "classification"):
         raise OptionError(
@@ -213,52 +220,94 @@ def probe_layers(
                 stacklevel=2,
             )
 
+    splits = [
+        split_indices(
+            y_np,
+            groups=groups,
+            test_size=test_size,
+            seed=seed,
+            stratify=resolved == "classification",
+        )
+        for seed in range(seeds)
+    ]
+    for name, X in layers.items():
+        if X.shape[1] > len(splits[0][0]):
+            warnings.warn(
+                f"layer {name!r} has {X.shape[1]} features but only {len(splits[0][0])} training "
+                "rows: a linear probe can fit any labels here; compare with the controls or reduce "
+                "the dimension (e.g. PCA) first.",
+                HlvizWarning,
+                stacklevel=2,
+            )
+    fits: dict[str, list[Fit]] = {"score": [], "shuffled": [], "control_task": []}
+    for seed, (train, test) in enumerate(splits):
+        fits["score"].append(Fit(y_np, train, test))
+        if "shuffled" in controls:
+            shuffled = y_np.copy()
+            shuffled[train] = np.random.default_rng(seed).permutation(y_np[train])
+            fits["shuffled"].append(Fit(shuffled, train, test))
+        if types_np is not None:
+            fits["control_task"].append(Fit(_control_labels(types_np, y_np, seed), train, test))
+    if type(template) is LinearProbe and resolved == "classification" and template.standardize:
+        scores = _batched(layers, fits, template)
+        base_scores = _batched(base, {"score": fits["score"]}, template) if base else {}
+    else:
+        if "task" in template.get_params():
+            template = clone(template).set_params(task=resolved)
+        scores = _one_by_one(layers, fits, template)
+        base_scores = _one_by_one(base, {"score": fits["score"]}, clone(template))
+
     rows = []
     for name, X in layers.items():
-        scores, ctrl = [], {c: [] for c in (*controls, "baseline")}
-        for seed in range(seeds):
-            train, test = split_indices(
-                y_np,
-                groups=groups,
-                test_size=test_size,
-                seed=seed,
-                stratify=resolved == "classification",
-            )
-            if seed == 0 and X.shape[1] > len(train):
-                warnings.warn(
-                    f"layer {name!r} has {X.shape[1]} features but only {len(train)} training rows: "
-                    "a linear probe can fit any labels here; compare with the controls or reduce "
-                    "the dimension (e.g. PCA) first.",
-                    HlvizWarning,
-                    stacklevel=2,
-                )
-            fit = clone(template).set_params(task=resolved)
-            scores.append(fit.fit(X[train], y_np[train]).score(X[test], y_np[test]))
-            if "majority" in controls:
-                ctrl["majority"].append(_majority(y_np[train], y_np[test], resolved))
-            if "shuffled" in controls:
-                perm = np.random.default_rng(seed).permutation(y_np[train])
-                ctrl["shuffled"].append(clone(fit).fit(X[train], perm).score(X[test], y_np[test]))
-            if types_np is not None:
-                labels = _control_labels(types_np, y_np, seed)
-                ctrl["control_task"].append(
-                    clone(fit).fit(X[train], labels[train]).score(X[test], labels[test])
-                )
-            if name in base:
-                B = base[name]
-                ctrl["baseline"].append(
-                    clone(fit).fit(B[train], y_np[train]).score(B[test], y_np[test])
-                )
-        row = {"layer": name, "score": np.mean(scores), "score_sd": np.std(scores)}
-        for column, values in ctrl.items():
-            row[column] = np.mean(values) if values else np.nan
+        row = {"layer": name, "score": np.mean(scores[name]["score"])}
+        row["score_sd"] = np.std(scores[name]["score"])
+        if "majority" in controls:
+            row["majority"] = np.mean([_majority(y_np[a], y_np[b], resolved) for a, b in splits])
+        for column in ("shuffled", "control_task"):
+            if column in controls:
+                row[column] = np.mean(scores[name][column])
+        row["baseline"] = np.mean(base_scores[name]["score"]) if name in base_scores else np.nan
         row["selectivity"] = row["score"] - row.get("control_task", np.nan)
-        row.update(n_train=len(train), n_test=len(test), features=X.shape[1])
+        row.update(n_train=len(splits[-1][0]), n_test=len(splits[-1][1]), features=X.shape[1])
         rows.append(row)
     import pandas as pd
 
     table = pd.DataFrame(rows)
     return ProbeReport(table=table, task=resolved, seeds=seeds)
+
+
+def _batched(layers: dict[str, np.ndarray], fits: dict[str, list[Fit]], template: LinearProbe):
+    """Every fit of every layer in one batched solve (see :mod:`hlviz._sweep`)."""
+    flat = [f for group in fits.values() for f in group]
+    acc = batched_scores(
+        layers, flat, C=template.C, max_iter=template.max_iter, tol=template.tol,
+        device=template.device,
+    )  # fmt: skip
+    out = {}
+    for name, values in acc.items():
+        out[name], start = {}, 0
+        for column, group in fits.items():
+            out[name][column] = values[start : start + len(group)].tolist()
+            start += len(group)
+    return out
+
+
+def _one_by_one(layers: dict[str, np.ndarray], fits: dict[str, list[Fit]], template: Any):
+    """Each fit of each layer by ``clone(template).fit(...).score(...)``."""
+    from sklearn.base import clone
+
+    out = {}
+    for name, X in layers.items():
+        out[name] = {
+            column: [
+                clone(template)
+                .fit(X[f.train], f.labels[f.train])
+                .score(X[f.test], f.labels[f.test])
+                for f in group
+            ]
+            for column, group in fits.items()
+        }
+    return out
 
 
 def _majority(y_train: np.ndarray, y_test: np.ndarray, task: str) -> float:

@@ -48,3 +48,22 @@ def test_gradients_on_cuda():
     with hlviz.record(model, "features.2", grads=True) as rec:
         model(x).sum().backward()
     assert rec.grads["features.2"].device.type == "cpu" and rec.grads["features.2"].abs().sum() > 0
+
+
+def test_probe_sweep_on_cuda_agrees_with_the_cpu():
+    import numpy as np
+
+    from hlviz.probes import LinearProbe, MLPProbe, probe_layers
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    acts = {f"layer{i}": rng.normal(size=(400, 12)) + i * 0.5 * y[:, None] for i in range(3)}
+    cpu = probe_layers(acts, y, seeds=2, types=y % 2 + 10 * (np.arange(400) % 7))
+    gpu = probe_layers(
+        acts, y, seeds=2, types=y % 2 + 10 * (np.arange(400) % 7), probe=LinearProbe(device="cuda")
+    )
+    for column in ("score", "shuffled", "control_task"):
+        np.testing.assert_allclose(gpu.table[column], cpu.table[column], atol=0.011)
+    mlp = MLPProbe(hidden=16, device="cuda").fit(acts["layer2"], y)
+    assert mlp.predict_proba(acts["layer2"]).device.type == "cuda"
+    assert mlp.score(acts["layer2"], y) > 0.9

@@ -1,0 +1,168 @@
+"""The batched probe solver (every layer, seed and control in one solve) and MLP probes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from hlviz._lbfgs import Problems, fit_softmax
+from hlviz._sweep import Fit, batched_scores
+from hlviz.errors import NotFittedError, OptionError, ShapeMismatchError
+from hlviz.probes import LinearProbe, MLPProbe, probe_layers, split_indices
+
+
+def _layers(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    centres = rng.normal(size=(3, 10))
+    acts = {
+        "weak": (0.4 * centres[y] + rng.normal(size=(n, 10))).astype(np.float32),
+        "strong": (2.0 * centres[y] + rng.normal(size=(n, 10)) + 5.0).astype(np.float32),
+        "wide": rng.normal(size=(n, 16)).astype(np.float32) * 3,
+    }
+    return acts, y
+
+
+def test_loss_and_gradient_match_autograd():
+    gen = torch.Generator().manual_seed(0)
+    L, n, d, P, K = 2, 30, 5, 3, 4
+    X = torch.randn(L, n, d, generator=gen, dtype=torch.float64) + 1.0
+    codes = torch.randint(0, K, (P, n), generator=gen)
+    weights = torch.rand(P, n, generator=gen, dtype=torch.float64) * (torch.rand(P, n) > 0.3)
+    absent = torch.zeros(P, K, dtype=torch.bool)
+    absent[2, 3] = True
+    codes[2][codes[2] == 3] = 0
+    mean = torch.randn(L, P, d, generator=gen, dtype=torch.float64)
+    scale = torch.rand(L, P, d, generator=gen, dtype=torch.float64) + 0.5
+    lam = torch.tensor([0.1, 0.01, 1.0], dtype=torch.float64)
+    problems = Problems(X, codes, weights, absent, mean, scale, lam)
+    x = torch.randn(L, P, K * d + K, generator=gen, dtype=torch.float64)
+    loss, grad = problems(x, torch.ones(L, P, dtype=torch.bool))
+
+    x_ref = x.clone().requires_grad_(True)
+    total = 0
+    for layer in range(L):
+        for p in range(P):
+            W = x_ref[layer, p, : K * d].view(K, d)
+            b = x_ref[layer, p, K * d :]
+            Z = (X[layer] - mean[layer, p]) / scale[layer, p]
+            logits = (Z @ W.T + b).masked_fill(absent[p], float("-inf"))
+            ce = torch.nn.functional.cross_entropy(logits, codes[p], reduction="none")
+            value = (ce * weights[p]).sum() + 0.5 * lam[p] * (W * W).sum()
+            assert torch.allclose(value, loss[layer, p])
+            total = total + value
+    total.backward()
+    torch.testing.assert_close(grad, x_ref.grad)
+
+
+def test_solver_reaches_scikit_learn_optimum():
+    acts, y = _layers()
+    Z = torch.as_tensor(acts["weak"])
+    Z = (Z - Z.mean(0)) / Z.std(0, unbiased=False)
+    n = len(y)
+    ones = torch.ones(1, 1, 10)
+    problems = Problems(
+        Z[None],
+        torch.as_tensor(y)[None],
+        torch.full((1, n), 1 / n),
+        torch.zeros(1, 3, dtype=torch.bool),
+        0 * ones,
+        ones,
+        torch.tensor([1.0 / n]),
+    )
+    fit = fit_softmax(problems, tol=1e-6, max_iter=500)
+    ref = LogisticRegression(C=1.0, tol=1e-8, max_iter=5000).fit(Z.numpy(), y)
+    # softmax weights are defined up to a shift shared by the classes; compare centred
+    ours = fit.coef[0, 0] - fit.coef[0, 0].mean(0)
+    theirs = torch.as_tensor(ref.coef_, dtype=torch.float32)
+    torch.testing.assert_close(ours, theirs - theirs.mean(0), atol=2e-3, rtol=1e-3)
+    assert int(fit.n_iter[0, 0]) < 100
+
+
+def test_batched_scores_equal_probes_fitted_one_by_one():
+    acts, y = _layers()
+    fits = []
+    for seed in range(2):
+        train, test = split_indices(y, seed=seed)
+        fits.append(Fit(y, train, test))
+        shuffled = y.copy()
+        shuffled[train] = np.random.default_rng(seed).permutation(y[train])
+        fits.append(Fit(shuffled, train, test))
+    scores = batched_scores(acts, fits)
+    for name, X in acts.items():
+        for i, f in enumerate(fits):
+            alone = LinearProbe().fit(X[f.train], f.labels[f.train])
+            expected = alone.score(X[f.test], f.labels[f.test])
+            assert abs(scores[name][i] - expected) <= 1.5 / len(f.test), (name, i)
+
+
+def test_a_layer_score_does_not_depend_on_the_other_layers_in_the_batch():
+    acts, y = _layers()
+    train, test = split_indices(y, seed=0)
+    fits = [Fit(y, train, test)]
+    together = batched_scores(acts, fits)
+    alone = batched_scores({"strong": acts["strong"]}, fits)
+    np.testing.assert_array_equal(together["strong"], alone["strong"])
+
+
+def test_a_class_missing_from_the_training_rows_is_never_predicted():
+    acts, y = _layers()
+    labels = y.copy()
+    train, test = split_indices(y, seed=0)
+    labels[test[:10]] = 7  # a label that exists only among test rows
+    scores = batched_scores({"strong": acts["strong"]}, [Fit(labels, train, test)])
+    ok = LinearProbe().fit(acts["strong"][train], labels[train])
+    assert np.isfinite(scores["strong"]).all()
+    assert abs(scores["strong"][0] - ok.score(acts["strong"][test], labels[test])) <= 1 / len(test)
+    assert scores["strong"][0] <= 1 - 10 / len(test)
+
+
+def test_probe_layers_passes_the_probe_parameters_to_the_batched_solve():
+    acts, y = _layers()
+    strong = probe_layers(acts, y, seeds=1).table.set_index("layer")["score"]
+    starved = probe_layers(acts, y, seeds=1, probe=LinearProbe(C=1e-6)).table
+    assert strong["strong"] > 0.9
+    # with almost no capacity the probe falls back towards the majority answer
+    assert starved.set_index("layer").loc["strong", "score"] < strong["strong"] - 0.2
+
+
+def test_mlp_probe_finds_what_a_linear_probe_cannot_and_reports_selectivity():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 2)).astype(np.float32)
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)  # XOR of the signs
+    types = rng.integers(0, 40, 600)
+    acts = {"xor": X}
+    linear = probe_layers(acts, y, seeds=2, types=types).table.iloc[0]
+    mlp = probe_layers(acts, y, seeds=2, types=types, probe=MLPProbe(hidden=32)).table.iloc[0]
+    assert linear["score"] < 0.65 and mlp["score"] > 0.9
+    assert np.isfinite(mlp["selectivity"]) and mlp["selectivity"] > 0.3
+
+
+def test_probe_layers_accepts_a_scikit_learn_classifier():
+    acts, y = _layers()
+    report = probe_layers(acts, y, seeds=1, probe=LogisticRegression(max_iter=500))
+    ours = probe_layers(acts, y, seeds=1)
+    np.testing.assert_allclose(report.table["score"], ours.table["score"], atol=0.03)
+
+
+def test_mlp_probe_errors_and_contract():
+    X = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.raises(NotFittedError, match=r"not fitted yet: call probe.fit"):
+        MLPProbe().predict(X)
+    with pytest.raises(OptionError, match="MLPProbe classifies integer labels.*float"):
+        MLPProbe().fit(X, X[:, 0])
+    with pytest.raises(OptionError, match="hidden must be a positive int, got 0"):
+        MLPProbe(hidden=0).fit(X, y)
+    with pytest.raises(OptionError, match="single class"):
+        MLPProbe().fit(X, np.zeros(50, dtype=int))
+    with pytest.raises(ShapeMismatchError, match="X has 50 rows, y has shape \\(49,\\)"):
+        MLPProbe().fit(X, y[:49])
+    probe = MLPProbe(hidden=8, seed=3).fit(X, y)
+    with pytest.raises(ShapeMismatchError, match="X has 2 features but the probe was fit on 3"):
+        probe.predict(X[:, :2])
+    again = MLPProbe(hidden=8, seed=3).fit(X, y)
+    np.testing.assert_array_equal(probe.predict_proba(X).numpy(), again.predict_proba(X).numpy())
+    assert probe.predict_proba(X).shape == (50, 2) and set(probe.predict(X)) <= {0, 1}
