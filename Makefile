@@ -48,6 +48,7 @@ refresh: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 	$(PY) bench/probe_sweep.py
+	$(PY) bench/attribution_bench.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu tests

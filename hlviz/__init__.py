@@ -8,7 +8,7 @@
 (2, 8)
 """
 
-from . import datasets, errors, models, plotting, testing
+from . import datasets, errors, models, plotting, testing, toy
 from .edits import ablate, edit, patch, steer
 from .errors import HlvizError, HlvizWarning, LayerNotFoundError
 from .hooks import Recording, activations, record
@@ -18,7 +18,26 @@ from .runtime import default_device, model_device, run_model, seed_everything
 __version__ = "0.1.0"
 
 # imported on first use: they load scikit-learn or scipy
-_LAZY_MODULES = ("geometry", "mdl", "probes", "similarity")
+_LAZY_MODULES = (
+    "attribution",
+    "attribution_plots",
+    "concepts",
+    "geometry",
+    "html",
+    "mdl",
+    "probes",
+    "sanity",
+    "similarity",
+)
+
+
+# public names imported on first use (they load captum): name -> module
+_LAZY_ATTRS = {
+    "Attribution": "attribution",
+    "attribute": "attribution",
+    "sanity_check": "sanity",
+    "tcav": "concepts",
+}
 
 
 def __getattr__(name: str):
@@ -26,10 +45,15 @@ def __getattr__(name: str):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_ATTRS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY_ATTRS[name]}", __name__), name)
     raise AttributeError(f"module 'hlviz' has no attribute {name!r}")
 
 
 __all__ = [
+    "Attribution",
     "HlvizError",
     "HlvizWarning",
     "LayerNotFoundError",
@@ -37,6 +61,7 @@ __all__ = [
     "__version__",
     "ablate",
     "activations",
+    "attribute",
     "datasets",
     "default_device",
     "edit",
@@ -51,8 +76,11 @@ __all__ = [
     "resolve",
     "resolve_modules",
     "run_model",
+    "sanity_check",
     "seed_everything",
     "steer",
+    "tcav",
     "testing",
+    "toy",
     "unwrap",
 ]

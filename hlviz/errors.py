@@ -10,11 +10,16 @@ Messages follow one rule: say what was wrong, what was given, and how to fix it.
 from __future__ import annotations
 
 __all__ = [
+    "BaselineError",
+    "ConvergenceWarning",
+    "DataFileError",
     "EmptySelectionError",
     "HlvizError",
     "HlvizWarning",
     "LayerNotFoundError",
+    "LayerShapeError",
     "LayerSpecError",
+    "MemoryBudgetError",
     "NotAModuleError",
     "NotFittedError",
     "NotRecordedError",
@@ -23,6 +28,10 @@ __all__ = [
     "OutputSelectError",
     "RecordingStateError",
     "ShapeMismatchError",
+    "StoreCorruptError",
+    "StoreMismatchError",
+    "TargetError",
+    "TokenInputError",
     "UnitIndexError",
 ]
 
@@ -86,3 +95,42 @@ class RecordingStateError(HlvizError, RuntimeError):
 
 class ShapeMismatchError(HlvizError, ValueError):
     """Two tensors that must agree in shape (patch source and target, steering vector) do not."""
+
+
+class TargetError(HlvizError, ValueError):
+    """An attribution ``target`` does not pick one score per example from the model's output."""
+
+
+class TokenInputError(HlvizError, TypeError):
+    """Integer token ids were given to a method that needs gradients with respect to its input."""
+
+
+class BaselineError(HlvizError, ValueError):
+    """An attribution baseline is unusable (equal to the input, wrong shape, unknown PAD id)."""
+
+
+class LayerShapeError(HlvizError, ValueError):
+    """A layer's output has a shape the method cannot use (Grad-CAM on a layer without space)."""
+
+
+class ConvergenceWarning(HlvizWarning):
+    """An attribution's convergence delta is large: its scores do not add up to the change
+    in the model's output (raise ``n_steps``)."""
+
+
+class StoreMismatchError(HlvizError, ValueError):
+    """An activation store was started by another model, layers, options or data: resuming
+    into it would mix runs (``hlviz.collect(..., out=...)``)."""
+
+
+class StoreCorruptError(HlvizError, OSError):
+    """Files of an activation store are missing or do not match their sha256 in the manifest."""
+
+
+class MemoryBudgetError(HlvizError, MemoryError):
+    """Collecting in memory would exceed ``max_bytes``: stream to disk with ``out=`` instead."""
+
+
+class DataFileError(HlvizError, OSError):
+    """A shipped data file or checkpoint (``data/``) or a full data set folder is missing or
+    damaged (its sha256 differs from ``data/SHA256SUMS``); the message names the rebuild command."""

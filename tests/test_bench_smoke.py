@@ -40,5 +40,24 @@ def test_probe_sweep_quick_run_reports_speed_and_accuracy():
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    for needle in ("### probe sweep: 7 MiniLM layers x 500 tokens", "speed-up", "linear CKA"):
+    for needle in (
+        "### 7 MiniLM layers x 500 tokens",
+        "| sweep: 3 seeds",
+        "speed-up",
+        "linear CKA",
+    ):
         assert needle in run.stdout
+
+
+def test_attribution_bench_quick_run_reports_overhead_and_memory():
+    run = subprocess.run(
+        [sys.executable, "bench/attribution_bench.py", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    for needle in ("### IG on a CNN batch", "### layer IG on MiniLM", "### peak memory"):
+        assert needle in run.stdout, f"{needle!r} missing from the attribution bench report"
+    assert "| hlviz.attribute |" in run.stdout

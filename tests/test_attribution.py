@@ -1,0 +1,609 @@
+"""hlviz.attribute: the values are Captum's (called directly), and what Captum lets slip
+(targets, token ids, baselines, batch sizes, deltas, RNNs, Grad-CAM shapes) is checked."""
+
+from __future__ import annotations
+
+import warnings
+
+import captum.attr as ca
+import pytest
+import torch
+from torch import nn
+
+import hlviz
+from hlviz import _attr_forward as af
+from hlviz.attribution import Attribution, attribute, token_baseline
+from hlviz.errors import (
+    BaselineError,
+    ConvergenceWarning,
+    HlvizWarning,
+    LayerNotFoundError,
+    LayerShapeError,
+    OptionError,
+    OptionTypeError,
+    TargetError,
+    TokenInputError,
+)
+
+from .zoo import Blocks, tiny_bert
+
+TOL = dict(atol=1e-6, rtol=1e-6)
+
+
+def mlp(width: int = 8) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, width), nn.Tanh(), nn.Linear(width, 3)).eval()
+
+
+class TokenLSTM(nn.Module):
+    """Own token model: embedding -> LSTM -> head on the last step."""
+
+    def __init__(self, vocab: int = 20):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 8, padding_idx=0)
+        self.rnn = nn.LSTM(8, 8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, ids):
+        out, _ = self.rnn(self.emb(ids))
+        return self.head(out[:, -1])
+
+
+class SeqModel(nn.Module):
+    """An RNN over float sequences (N, T, 3) that notes cuDNN's flag and its mode per call."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.rnn = kind(3, 6, batch_first=True)
+        self.head = nn.Linear(6, 2)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append((torch.backends.cudnn.enabled, self.training))
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+class Tokens2D(nn.Module):
+    """A (N, T, C) layer 'proj' and, for Captum's reference, the same with an explicit permute."""
+
+    def __init__(self, permute: bool = False):
+        super().__init__()
+        torch.manual_seed(3)
+        self.proj = nn.Linear(4, 6)
+        self.perm = _Permute() if permute else nn.Identity()
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.perm(self.proj(x))  # (N, T, 6), or (N, 6, T) with the permute
+        h = h.mean(-1) if isinstance(self.perm, _Permute) else h.mean(1)
+        return self.head(torch.relu(h))
+
+
+class _Permute(nn.Module):
+    def forward(self, h):
+        return h.permute(0, 2, 1)
+
+
+@pytest.fixture
+def x(images):
+    return images + 0.5  # no example equals the zero baseline
+
+
+def quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fn(*args, **kwargs)
+
+
+# --- the issue's tests ------------------------------------------------------------------------
+
+
+def test_integrated_gradients_completeness_on_a_small_mlp():
+    model, x = mlp(), torch.randn(5, 4)
+    a = attribute(model, x, target=2, method="integrated_gradients", n_steps=200)
+    assert isinstance(a, Attribution) and a.delta.abs().max() < 1e-3
+    with torch.no_grad():
+        change = model(x)[:, 2] - model(torch.zeros_like(x))[:, 2]
+    torch.testing.assert_close(a.values.sum(1), change, atol=1e-3, rtol=0)
+    torch.testing.assert_close(a.output_change, change, atol=1e-5, rtol=0)
+    assert a.method == "integrated_gradients" and a.target == 2 and a.layer is None
+
+
+def _captum_cases(model, x, t):
+    zeros, xg = torch.zeros_like(x), x.clone().requires_grad_(True)
+    conv2, conv4 = model.features[2], model.features[4]
+    return {
+        "saliency": ({}, lambda: ca.Saliency(model).attribute(xg, target=t)),
+        "input_x_gradient": ({}, lambda: ca.InputXGradient(model).attribute(xg, target=t)),
+        "integrated_gradients": (
+            {"n_steps": 20},
+            lambda: ca.IntegratedGradients(model).attribute(
+                x, baselines=zeros, target=t, n_steps=20, return_convergence_delta=True
+            ),
+        ),
+        "smoothgrad": (
+            {"nt_samples": 4, "stdevs": 0.2},
+            lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
+                x, nt_type="smoothgrad", nt_samples=4, stdevs=0.2, target=t
+            ),
+        ),
+        "occlusion": (
+            {"window": (1, 2, 2), "strides": (1, 2, 2)},
+            lambda: ca.Occlusion(model).attribute(
+                x, sliding_window_shapes=(1, 2, 2), strides=(1, 2, 2), baselines=0, target=t
+            ),
+        ),
+        "grad_cam": (
+            {"layer": "features.4", "upsample": False},
+            lambda: ca.LayerGradCam(model, conv4).attribute(x, target=t, relu_attributions=True),
+        ),
+        "layer_conductance": (
+            {"layer": "features.2", "n_steps": 20},
+            lambda: ca.LayerConductance(model, conv2).attribute(
+                x, baselines=zeros, target=t, n_steps=20, return_convergence_delta=True
+            ),
+        ),
+        "neuron_conductance": (
+            {"layer": conv2, "neuron": (1, 2, 3), "n_steps": 20},
+            lambda: ca.NeuronConductance(model, conv2).attribute(
+                x, neuron_selector=(1, 2, 3), baselines=zeros, target=t, n_steps=20
+            ),
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "saliency",
+        "input_x_gradient",
+        "integrated_gradients",
+        "smoothgrad",
+        "occlusion",
+        "grad_cam",
+        "layer_conductance",
+        "neuron_conductance",
+    ],
+)
+def test_values_equal_captum_called_directly(method, x):
+    torch.manual_seed(0)
+    model = Blocks().eval()
+    t = [0, 2]
+    options, direct = _captum_cases(model, x, t)[method]
+    torch.manual_seed(7)
+    ours = quiet(attribute, model, x, target=t, method=method, **options)
+    torch.manual_seed(7)
+    theirs = direct()
+    if isinstance(theirs, tuple):
+        theirs, delta = theirs
+        torch.testing.assert_close(ours.delta, delta, **TOL)
+        torch.testing.assert_close(ours.output_change, ours.values.flatten(1).sum(1) - delta)
+    else:
+        assert ours.delta is None
+    torch.testing.assert_close(ours.values, theirs.detach(), **TOL)
+    hlviz.testing.assert_no_hooks(model)
+
+
+def test_grad_cam_upsamples_to_the_input_with_captum(x):
+    model = Blocks().eval()
+    ours = attribute(model, x, target=1, method="grad_cam", layer="features.4")
+    raw = ca.LayerGradCam(model, model.features[4]).attribute(x, target=1, relu_attributions=True)
+    expected = ca.LayerAttribution.interpolate(raw, (8, 8), "bilinear")
+    torch.testing.assert_close(ours.values, expected.detach(), **TOL)
+    assert ours.values.shape == (2, 1, 8, 8)
+
+
+def _bert_classifier():
+    transformers = pytest.importorskip("transformers")
+    base = tiny_bert()
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(base.config).eval()
+
+
+def test_layer_integrated_gradients_on_a_hugging_face_model_keeps_special_tokens():
+    model = _bert_classifier()
+    ids = torch.tensor([[2, 7, 8, 9, 3], [2, 10, 11, 3, 0]])
+    mask = (ids != 0).long()
+    batch = {"input_ids": ids, "attention_mask": mask}
+    ours = quiet(
+        attribute, model, batch, target=1, method="layer_integrated_gradients", n_steps=20,
+        special_ids=[2, 3], tokens=[list("abcde"), list("fghij")],
+    )  # fmt: skip
+    baseline = token_baseline(ids, 0, [2, 3])
+    assert baseline.tolist() == [[2, 0, 0, 0, 3], [2, 0, 0, 3, 0]]
+
+    def forward(i, m):
+        return model(input_ids=i, attention_mask=m).logits
+
+    emb = model.bert.embeddings.word_embeddings
+    theirs, delta = ca.LayerIntegratedGradients(forward, emb).attribute(
+        ids,
+        baselines=baseline,
+        target=1,
+        additional_forward_args=(mask,),
+        n_steps=20,
+        return_convergence_delta=True,
+    )
+    torch.testing.assert_close(ours.values, theirs.sum(-1).detach(), **TOL)
+    torch.testing.assert_close(ours.delta, delta, **TOL)
+    assert ours.layer == "bert.embeddings.word_embeddings"  # found by get_input_embeddings()
+    assert ours.values.shape == (2, 5) and ours.tokens[1] == list("fghij")
+    assert "<span" in ours.to_html()
+    by_label = quiet(attribute, model, batch, target="LABEL_1", method="layer_integrated_gradients",
+                     n_steps=20, special_ids=[2, 3])  # fmt: skip
+    torch.testing.assert_close(by_label.values, ours.values)
+
+
+def test_layer_integrated_gradients_on_an_own_token_model():
+    torch.manual_seed(0)
+    model = TokenLSTM().eval()
+    ids = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 2]])
+    ours = quiet(
+        attribute, model, ids, target=[0, 2], method="layer_integrated_gradients", layer="emb",
+        pad_id=0, special_ids=[1], n_steps=16,
+    )  # fmt: skip
+    theirs, delta = ca.LayerIntegratedGradients(model, model.emb).attribute(
+        ids,
+        baselines=token_baseline(ids, 0, [1]),
+        target=[0, 2],
+        n_steps=16,
+        return_convergence_delta=True,
+    )
+    torch.testing.assert_close(ours.values, theirs.sum(-1).detach(), **TOL)
+    torch.testing.assert_close(ours.delta, delta, **TOL)
+    with pytest.warns(HlvizWarning, match=r"no special token ids are known, so the PAD baseline"):
+        quiet(attribute, model, ids, target=0, method="layer_integrated_gradients", layer="emb",
+              baseline="pad", pad_id=0, n_steps=4)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+def test_rnn_backward_in_eval_mode_with_cudnn_off_for_the_call(kind):
+    torch.manual_seed(0)
+    model = SeqModel(kind).eval()
+    xs = torch.randn(2, 5, 3)
+    before = torch.backends.cudnn.enabled
+    ours = quiet(attribute, model, xs, target=1, method="integrated_gradients", n_steps=8)
+    captum_calls = model.seen[1:]  # the first call is hlviz's one-example probe
+    assert captum_calls and all(flag is False and mode is False for flag, mode in captum_calls)
+    assert torch.backends.cudnn.enabled == before and not model.training
+    theirs = ca.IntegratedGradients(model).attribute(xs, target=1, n_steps=8)
+    torch.testing.assert_close(ours.values, theirs.detach(), **TOL)
+    cam = attribute(model, xs, target=1, method="grad_cam", layer="rnn", channel_dim=-1)
+    assert cam.values.shape == (2, 1, 5)
+    hlviz.testing.assert_no_hooks(model)
+
+
+def test_grad_cam_refuses_a_sequence_layer_and_uses_channel_dim():
+    model, xs = Tokens2D().eval(), torch.randn(3, 7, 4)
+    with pytest.raises(LayerShapeError, match=r"outputs \(1, 7, 6\), a sequence \(N, T, C\): "
+                       r"Grad-CAM would treat its 7 positions as channels. Pass channel_dim=-1"):  # fmt: skip
+        attribute(model, xs, target=0, method="grad_cam", layer="proj")
+    ours = attribute(model, xs, target=0, method="grad_cam", layer="proj", channel_dim=-1)
+    ref = Tokens2D(permute=True).eval()
+    theirs = ca.LayerGradCam(ref, ref.perm).attribute(xs, target=0, relu_attributions=True)
+    torch.testing.assert_close(ours.values, theirs.detach(), **TOL)
+    assert ours.values.shape == (3, 1, 7)
+    hlviz.testing.assert_no_hooks(model)
+    with pytest.raises(LayerShapeError, match=r"outputs \(1, 2\), which has no spatial or time"):
+        attribute(model, xs, target=0, method="grad_cam", layer="head")
+    with pytest.raises(OptionError, match=r"channel_dim=5 is not an axis of layer 'proj'"):
+        attribute(model, xs, target=0, method="grad_cam", layer="proj", channel_dim=5)
+    seq_first = nn.Sequential(nn.LSTM(4, 5))
+    with pytest.raises(LayerShapeError, match=r"is sequence-first \(T, N, C\)"):
+        attribute(nn.Sequential(seq_first, _First()), xs, target=0, method="grad_cam", layer="0.0")
+
+
+class _First(nn.Module):
+    def forward(self, out):
+        return out[0][-1]
+
+
+# --- the forward wrapper and targets ----------------------------------------------------------
+
+
+class TupleOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.lin(x)
+        return y, {"hidden": y * 2}
+
+
+def test_tuple_and_dict_outputs_and_output_selection():
+    model, xs = TupleOut().eval(), torch.randn(2, 4, requires_grad=True)
+    a = attribute(model, xs, target=1, method="saliency")
+    b = ca.Saliency(model.lin).attribute(xs, target=1)
+    torch.testing.assert_close(a.values, b)
+    c = attribute(model, xs, target=1, method="saliency", output=(1, "hidden"))
+    torch.testing.assert_close(c.values, 2 * b)
+    d = attribute(model, xs, target=None, method="saliency", output=lambda out: out[0].sum(1))
+    torch.testing.assert_close(d.values, ca.Saliency(lambda v: model.lin(v).sum(1)).attribute(xs))
+    with pytest.raises(TargetError, match=r"returned dict with keys \['z'\] and no 'logits'"):
+        attribute(_DictModel(), xs, target=0, method="saliency")
+
+
+class _DictModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return {"z": self.lin(x)}
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (None, r"target is required: the model's output has shape \(N, 3\) per batch, 3 scores"),
+        (3, r"target 3 is out of range for the output of shape \(N, 3\) \(valid indices -3..2\)"),
+        ([0, 1, 2], r"target is a list of 3 but the batch has 2 examples"),
+        ((0, 1), r"target \(0, 1\) has 2 indices but the output has shape \(N, 3\): give 1"),
+        ("cat", r"target='cat' is not a label of this model"),
+        (1.5, r"target 1.5 is not an index"),
+        (torch.zeros(2, 2, dtype=torch.long), r"a target tensor must be 0-D or 1-D"),
+    ],
+)
+def test_target_errors(target, message):
+    with pytest.raises(TargetError, match=message):
+        attribute(mlp(), torch.randn(2, 4), target=target, method="saliency")
+
+
+def test_targets_that_are_fine():
+    model, xs = mlp(), torch.randn(2, 4)
+    neg = attribute(model, xs, target=-1, method="saliency")
+    assert neg.target == 2
+    per = attribute(model, xs, target=torch.tensor([0, 2]), method="saliency")
+    assert per.target == [0, 2]
+    scalar = nn.Sequential(nn.Linear(4, 1), nn.Flatten(0))
+    assert attribute(scalar, xs, target=None, method="saliency").values.shape == (2, 4)
+    with pytest.raises(TargetError, match=r"one score per example already: use target=None"):
+        attribute(scalar, xs, target=0, method="saliency")
+
+
+# --- token ids, baselines ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method", ["saliency", "integrated_gradients", "smoothgrad", "occlusion", "layer_conductance"]
+)
+def test_token_ids_to_a_gradient_method_name_the_token_route(method):
+    kwargs = {"layer": "rnn"} if method == "layer_conductance" else {}
+    with pytest.raises(
+        TokenInputError,
+        match=r"integer token ids \(torch.int64\), which have no gradient. Attribute tokens with "
+        r"method='layer_integrated_gradients', layer='emb'",
+    ):
+        attribute(TokenLSTM(), torch.tensor([[1, 2, 3]]), target=0, method=method, **kwargs)
+
+
+def test_baseline_errors():
+    model, xs = mlp(), torch.randn(3, 4)
+    xs[1] = 0.0
+    with pytest.raises(BaselineError, match=r"example\(s\) \[1\] equal their baseline"):
+        attribute(model, xs, target=0, method="integrated_gradients")
+    with pytest.raises(BaselineError, match=r"example\(s\) \[0, 1, 2\] equal their baseline"):
+        attribute(model, xs, target=0, method="occlusion", baseline=xs)
+    with pytest.raises(BaselineError, match=r"baseline of shape \(2, 4\) does not broadcast"):
+        attribute(model, xs, target=0, method="integrated_gradients", baseline=torch.ones(2, 4))
+    with pytest.raises(BaselineError, match=r"baseline must be None \(zeros\), a number or a"):
+        attribute(model, xs, target=0, method="integrated_gradients", baseline="pad")
+    with pytest.raises(OptionError, match=r"method 'saliency' uses no baseline"):
+        attribute(model, xs, target=0, method="saliency", baseline=1.0)
+    ids = torch.tensor([[1, 5, 6]])
+    with pytest.raises(BaselineError, match=r"no PAD token id is known for the token baseline"):
+        attribute(TokenLSTM(), ids, target=0, method="layer_integrated_gradients", layer="emb")
+    with pytest.raises(BaselineError, match=r"baseline for token ids must be None or 'pad'"):
+        attribute(TokenLSTM(), ids, target=0, method="layer_integrated_gradients", layer="emb",
+                  baseline="blank")  # fmt: skip
+    with pytest.raises(BaselineError, match=r"example\(s\) \[0\] equal their baseline"):
+        attribute(TokenLSTM(), ids, target=0, method="layer_integrated_gradients", layer="emb",
+                  pad_id=0, special_ids=[1, 5, 6])  # fmt: skip
+    with pytest.raises(BaselineError, match=r"pad_id must be an int token id, got 'x'"):
+        token_baseline(ids, "x")
+
+
+# --- convergence delta, batching --------------------------------------------------------------
+
+
+def test_a_large_convergence_delta_warns():
+    model, xs = mlp(), torch.randn(2, 4) * 3
+    with pytest.warns(ConvergenceWarning, match=r"integrated_gradients: the convergence delta "
+                      r"exceeds 5% of \|F\(x\) - F\(baseline\)\| for \d of 2 example\(s\).*"
+                      r"Raise n_steps \(now 2\)"):  # fmt: skip
+        attribute(model, xs, target=0, method="integrated_gradients", n_steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attribute(model, xs, target=0, method="integrated_gradients", n_steps=300)
+
+
+def test_auto_internal_batch_follows_the_memory_budget(monkeypatch):
+    model, xs = mlp(), torch.randn(2, 4)
+    prep = af.prepare(model, xs, output=None)
+    per_row = af.probe(prep.forward, prep.main, prep.extra, measure=True).bytes_per_row
+    assert per_row > 0
+    seen = []
+    real = ca.IntegratedGradients.attribute
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["internal_batch_size"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ca.IntegratedGradients, "attribute", spy)
+    small = attribute(model, xs, target=0, method="integrated_gradients", n_steps=20,
+                      memory_budget=7 * per_row)  # fmt: skip
+    large = attribute(model, xs, target=0, method="integrated_gradients", n_steps=20,
+                      memory_budget="1GB")  # fmt: skip
+    assert seen == [7, None]  # 7 rows fit; with room for all 40 rows, Captum's default
+    torch.testing.assert_close(small.values, large.values, **TOL)
+    with pytest.warns(HlvizWarning, match=r"fits about 0 rows .* Captum needs at least 2"):
+        attribute(model, xs, target=0, method="integrated_gradients", memory_budget=1)
+    assert seen[-1] is None or seen[-1] >= 2
+
+
+def test_parse_budget_and_batch_errors():
+    cpu = torch.device("cpu")
+    assert af.parse_budget("512MB", cpu) == 512_000_000
+    assert af.parse_budget("2 GiB", cpu) == 2 * 2**30 and af.parse_budget(1000, cpu) == 1000
+    assert 0 < af.parse_budget(None, cpu) <= 4 * 2**30
+    with pytest.raises(OptionError, match=r"memory_budget='lots' is not a size"):
+        af.parse_budget("lots", cpu)
+    with pytest.raises(OptionError, match=r"memory_budget must be a positive size in bytes"):
+        af.parse_budget(-5, cpu)
+    model, xs = mlp(), torch.randn(2, 4)
+    with pytest.raises(OptionError, match=r"internal_batch_size=1: give 'auto' .* an int >= 2"):
+        attribute(model, xs, target=0, method="integrated_gradients", internal_batch_size=1)
+    with pytest.raises(OptionError, match=r"an int >= 4 \(the batch of 2 examples, twice over"):
+        attribute(model, xs, target=0, method="layer_conductance", layer="1",
+                  internal_batch_size=3)  # fmt: skip
+    with pytest.raises(OptionError, match=r"method 'saliency' does no internal batching; drop "):
+        attribute(model, xs, target=0, method="saliency", internal_batch_size=8)
+    a = quiet(attribute, model, xs, target=0, method="integrated_gradients", internal_batch_size=8)
+    b = quiet(
+        attribute, model, xs, target=0, method="integrated_gradients", internal_batch_size=None
+    )
+    torch.testing.assert_close(a.values, b.values, **TOL)
+
+
+# --- argument errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"method": "salency"}, OptionError, r"method='salency' is not an attribution method; "
+         r"did you mean 'saliency'\? Choose one of saliency, "),
+        ({"method": "saliency", "window": 3}, OptionError,
+         r"method 'saliency' does not take window; its options are: abs"),
+        ({"method": "saliency", "layer": "0"}, OptionError, r"takes no layer \(got layer='0'\)"),
+        ({"method": "grad_cam"}, OptionError, r"method 'grad_cam' needs layer="),
+        ({"method": "grad_cam", "layer": "feature.4"}, LayerNotFoundError,
+         r"no layer 'feature.4' in Blocks; did you mean 'features.4'"),
+        ({"method": "layer_conductance", "layer": "features.*"}, OptionError,
+         r"layer='features.\*' selects 6 layers"),
+        ({"method": "integrated_gradients", "n_steps": 1}, OptionError,
+         r"n_steps must be an int >= 2"),
+        ({"method": "neuron_conductance", "layer": "features.2", "neuron": 3}, OptionError,
+         r"neuron=3 does not index one unit of layer 'features.2', whose output is \(1, 6, 8, 8\)"),
+    ],
+)  # fmt: skip
+def test_argument_errors(kwargs, error, message, x):
+    with pytest.raises(error, match=message):
+        attribute(Blocks().eval(), x, target=0, **kwargs)
+
+
+def test_input_errors():
+    with pytest.raises(OptionTypeError, match=r"inputs must be a tensor, a non-empty tuple"):
+        attribute(mlp(), [1, 2], target=0, method="saliency")
+    with pytest.raises(OptionError, match=r"inputs is a mapping with keys \['x'\]; name the"):
+        attribute(mlp(), {"x": torch.randn(2, 4)}, target=0, method="saliency")
+    with pytest.raises(hlviz.errors.NotAModuleError, match="must be a torch.nn.Module"):
+        attribute(lambda v: v, torch.randn(2, 4), target=0, method="saliency")
+    with pytest.raises(
+        OptionTypeError, match=r"inputs\[0\] must be a tensor to attribute, got list"
+    ):
+        attribute(mlp(), ([1.0], 2), target=0, method="saliency")
+    tuple_in = attribute(_TwoArgs(), (torch.randn(2, 4), torch.ones(2, 1)), target=0,
+                         method="input_x_gradient")  # fmt: skip
+    assert tuple_in.values.shape == (2, 4)
+
+
+class _TwoArgs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x, scale):
+        return self.lin(x) * scale
+
+
+# --- result object ----------------------------------------------------------------------------
+
+
+def test_attribution_summary_plot_and_html(x):
+    import matplotlib.pyplot as plt
+
+    model = Blocks().eval()
+    ig = quiet(attribute, model, x, target=0, method="integrated_gradients", n_steps=8)
+    assert "integrated_gradients target=0: values (2, 1, 8, 8)" in ig.summary()
+    assert "|delta| <=" in ig.summary()
+    fig = ig.plot()
+    assert len(fig.axes) == 2 * 2 + 1
+    plt.close(fig)
+    with pytest.raises(LayerShapeError, match=r"integrated_gradients values have shape \(2, 1, 8, "
+                       r"8\), not one value per token or time step .* use .plot\(\)"):  # fmt: skip
+        ig.to_html()
+    seq = quiet(attribute, SeqModel(nn.GRU).eval(), torch.randn(2, 5, 3), target=0,
+                method="integrated_gradients", n_steps=8)  # fmt: skip
+    page = seq.to_html()
+    assert page.count('class="hlviz-token"') == 10 and "integrated_gradients, target 0" in page
+    fig = seq.plot()
+    assert fig.axes[0].get_xlabel() == "position"
+    plt.close(fig)
+    ids = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 2]])
+    cam = attribute(TokenLSTM().eval(), ids, target=0, method="grad_cam", layer="rnn",
+                    channel_dim=-1)  # fmt: skip
+    assert cam.values.shape == (2, 1, 4) and cam.per_position().shape == (2, 4)
+    assert cam.to_html().count('class="hlviz-token"') == 8
+    fig = cam.plot(examples=[1])
+    assert len(fig.axes[0].lines) == 2  # example 1 and the zero line
+    plt.close(fig)
+    with pytest.raises(Exception, match="frozen|cannot assign"):
+        ig.method = "other"  # type: ignore[misc]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is visible")
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+def test_cudnn_rnn_backward_in_eval_mode_on_cuda(kind):
+    torch.manual_seed(0)
+    model = SeqModel(kind).cuda().eval()
+    xs = torch.randn(2, 5, 3)  # on the CPU: hlviz moves it to the model's device
+    a = quiet(attribute, model, xs, target=1, method="integrated_gradients", n_steps=8)
+    assert a.values.shape == (2, 5, 3) and not model.training and torch.backends.cudnn.enabled
+    cpu = quiet(attribute, model.cpu(), xs, target=1, method="integrated_gradients", n_steps=8)
+    torch.testing.assert_close(a.values, cpu.values, atol=1e-4, rtol=1e-4)
+
+
+def test_image_overlays_share_one_colour_scale_across_methods(x):
+    import matplotlib.pyplot as plt
+
+    from hlviz.attribution_plots import plot_attribution_images, plot_over_time
+
+    model = Blocks().eval()
+    sal = attribute(model, x, target=0, method="saliency")
+    cam = attribute(model, x, target=0, method="grad_cam", layer="features.4")
+    top = max(sal.values.sum(1).abs().max(), cam.values.sum(1).abs().max()).item()
+    fig = plot_attribution_images([sal, cam])
+    overlays = [im for ax in fig.axes[:-1] for im in ax.get_images()[1:]]
+    assert len(overlays) == 2 * 2
+    assert all(im.norm.vmin == pytest.approx(-top) and im.norm.vmax == pytest.approx(top)
+               for im in overlays)  # fmt: skip
+    assert fig.axes[-1].get_ylabel() == "attribution (shared scale)"
+    plt.close(fig)
+    fig = plot_attribution_images({"s": sal, "c": cam}, per_image=True, max_examples=1)
+    assert fig.axes[-1].get_ylabel() == "per-image scale (not comparable)"
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["input", "s", "c"]
+    plt.close(fig)
+    small = attribute(model, x, target=0, method="grad_cam", layer="features.4", upsample=False)
+    small = Attribution(small.values[:, :, :4, :4], "grad_cam", 0, "features.4", None, None, x)
+    with pytest.raises(hlviz.errors.ShapeMismatchError, match=r"differ in size: give Grad-CAM"):
+        plot_attribution_images([sal, small])
+    with pytest.raises(OptionTypeError, match=r"attributions must be an Attribution"):
+        plot_attribution_images("saliency")
+    with pytest.raises(OptionError, match=r"max_examples must be a positive int"):
+        plot_attribution_images(sal, max_examples=0)
+    with pytest.raises(OptionTypeError, match=r"give at least one Attribution"):
+        plot_attribution_images([])
+    with pytest.raises(hlviz.errors.ShapeMismatchError, match=r"images must be \(N, C, H, W\)"):
+        plot_attribution_images(sal, images=torch.zeros(2, 8, 8))
+    seq = Attribution(torch.randn(2, 5), "saliency", 0, None, None, None, torch.randn(2, 5))
+    with pytest.raises(hlviz.errors.ShapeMismatchError, match=r"saliency values have shape "
+                       r"\(2, 5\), not images \(N, C, H, W\): use plot_over_time"):  # fmt: skip
+        plot_attribution_images(seq)
+    with pytest.raises(OptionError, match=r"examples must be indices below 2, got \[5\]"):
+        plot_over_time(seq, examples=[5])
+    with pytest.raises(LayerShapeError, match=r"saliency values have shape \(2, 1, 8, 8\)"):
+        plot_over_time(sal)
