@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 	$(PY) bench/probe_sweep.py
 	$(PY) bench/attribution_bench.py
+	$(PY) bench/toy_bench.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu tests

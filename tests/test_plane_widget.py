@@ -1,0 +1,106 @@
+"""The plane explorer: a pure render function (state -> figure) and its ipywidgets wiring,
+driven from code by setting the controls' values."""
+
+from __future__ import annotations
+
+import base64
+
+import matplotlib.pyplot as plt
+import pytest
+
+from hlviz.errors import OptionError
+from hlviz.widgets import PlaneExplorer, PlaneState, render_plane
+
+FAST = PlaneState(depth=1, width=4, steps=30, n=100)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _png(explorer: PlaneExplorer) -> bytes:
+    (output,) = explorer.output.outputs
+    return base64.b64decode(output["data"]["image/png"])
+
+
+def _text(explorer: PlaneExplorer) -> str:
+    return "".join(o["data"]["text/plain"] for o in explorer.output.outputs)
+
+
+def test_render_plane_draws_boundary_regions_and_loss():
+    fig = render_plane(FAST)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("decision boundary: accuracy ")
+    assert titles[1].startswith("linear regions: ")
+    assert titles[2] == "training loss: 30 Adam steps"
+    assert fig._suptitle.get_text() == "moons, 1 x 4 relu"
+
+
+def test_render_plane_shows_the_last_hidden_layer_for_tanh_and_the_input_for_depth_0():
+    fig = render_plane(PlaneState(dataset="spirals", depth=2, width=2, activation="tanh", steps=5))
+    assert fig.axes[1].get_title() == "last hidden layer: layers.1.act (2-D)"
+    fig = render_plane(PlaneState(dataset="xor", depth=0, width=3, activation="tanh", steps=5))
+    assert fig.axes[1].get_title() == "last hidden layer: head (2-D)"
+
+
+def test_render_plane_is_deterministic_and_checks_its_state():
+    a, b = render_plane(FAST), render_plane(FAST)
+    assert a.axes[0].get_title() == b.axes[0].get_title()
+    plt.close("all")
+    with pytest.raises(OptionError, match="no toy data set 'moon'"):
+        render_plane(PlaneState(dataset="moon"))
+    with pytest.raises(OptionError, match="state must be a PlaneState"):
+        render_plane({"dataset": "moons"})
+    with pytest.raises(OptionError, match="state.depth must be an int >= 0, got -1"):
+        render_plane(PlaneState(depth=-1))
+    with pytest.raises(OptionError, match="state.width must be an int >= 1, got 0"):
+        render_plane(PlaneState(width=0))
+    assert not plt.get_fignums(), "a failed render left a figure open"
+
+
+def test_explorer_redraws_when_a_control_changes():
+    explorer = PlaneExplorer(FAST)
+    assert set(explorer.controls) == {"depth", "width", "activation", "dataset"}
+    assert not explorer.controls["depth"].continuous_update
+    assert not explorer.controls["width"].continuous_update
+    first = _png(explorer)
+    assert first.startswith(b"\x89PNG")
+    for name, value in [("depth", 2), ("width", 6), ("activation", "tanh"), ("dataset", "xor")]:
+        before = _png(explorer)
+        explorer.controls[name].value = value
+        assert getattr(explorer.state, name) == value
+        assert len(explorer.output.outputs) == 1  # replaced, not appended
+        assert _png(explorer) != before, f"changing {name} did not change the figure"
+    assert explorer.state == PlaneState(
+        dataset="xor", depth=2, width=6, activation="tanh", steps=30, n=100
+    )
+    assert "VBox" in explorer._repr_mimebundle_()["text/plain"]
+
+
+def test_an_error_in_the_callback_is_shown_in_the_widget_and_the_next_change_recovers():
+    def render(state):
+        if state.width == 3:
+            raise ValueError("width 3 is cursed")
+        return render_plane(state)
+
+    explorer = PlaneExplorer(FAST, render=render)
+    explorer.controls["width"].value = 3
+    assert _text(explorer) == "ValueError: width 3 is cursed"
+    assert "<pre" in explorer.output.outputs[0]["data"]["text/html"]
+    explorer.controls["width"].value = 5
+    assert _png(explorer).startswith(b"\x89PNG") and explorer.state.width == 5
+
+
+def test_a_render_that_fails_while_drawing_closes_its_figure(monkeypatch):
+    import hlviz.widgets
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot count regions")
+
+    monkeypatch.setattr(hlviz.widgets, "linear_regions", broken)
+    plt.close("all")
+    with pytest.raises(RuntimeError, match="cannot count regions"):
+        render_plane(FAST)
+    assert not plt.get_fignums(), "the half-drawn figure was left open"
