@@ -32,6 +32,7 @@ from workloads import SENTENCES
 
 import hlviz
 from hlviz._sweep import Fit, batched_scores
+from hlviz.linear_probe import standardize_rows, standardizer
 from hlviz.probes import LinearProbe, split_indices
 from hlviz.similarity import cka_matrix
 
@@ -76,18 +77,26 @@ def sweep_fits(y: np.ndarray, seeds: int) -> list[Fit]:
 
 
 def sklearn_scores(acts: dict[str, np.ndarray], fits: list[Fit]) -> dict[str, np.ndarray]:
-    """Each fit of each layer by scikit-learn, layer by layer, on train-standardised rows."""
+    """Each fit of each layer by scikit-learn, layer by layer, on train-standardised rows.
+
+    The rows are standardised by LinearProbe's rule (float64 statistics, scale floored at
+    1e-8), not by ``StandardScaler``: MiniLM's last layer has a feature that is 0 up to
+    1e-32, which ``StandardScaler`` blows up to unit variance, and the comparison is
+    about the solvers, not about that choice.
+    """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     scores = {}
     for name, X in acts.items():
         row = []
+        X = torch.as_tensor(X)
         for f in fits:
-            scaler = StandardScaler().fit(X[f.train])
+            mean, scale = standardizer(X[f.train])
             model = LogisticRegression(max_iter=1000)
-            model.fit(scaler.transform(X[f.train]), f.labels[f.train])
-            row.append(model.score(scaler.transform(X[f.test]), f.labels[f.test]))
+            model.fit(standardize_rows(X[f.train], mean, scale).numpy(), f.labels[f.train])
+            row.append(
+                model.score(standardize_rows(X[f.test], mean, scale).numpy(), f.labels[f.test])
+            )
         scores[name] = np.array(row)
     return scores
 

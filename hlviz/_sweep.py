@@ -74,13 +74,18 @@ def batched_scores(
     scores = {}
     for width, names in by_width.items():
         for chunk in _chunks(names, n, width):
-            X = torch.stack([torch.as_tensor(layers[k], dtype=torch.float32) for k in chunk])
-            X = X.to(device)
-            # a global rescaling for float32 accuracy; each fit standardises on its own rows
-            X = (X - X.mean(1, keepdim=True)) / X.std(1, keepdim=True).clamp_min(1e-8)
-            mean = torch.einsum("pn,lnd->lpd", weights, X)
-            var = torch.einsum("pn,lnd->lpd", weights, X * X) - mean * mean
-            scale = var.clamp_min(0).sqrt().clamp_min(1e-8)
+            X = torch.empty(len(chunk), n, width, device=device)
+            mean = torch.empty(len(chunk), len(fits), width, device=device)
+            scale = torch.empty_like(mean)
+            w64 = weights.double()
+            for i, name in enumerate(chunk):
+                # a global rescale (float64 statistics) keeps float32 exact enough; each fit
+                # then standardises on its own training rows, as LinearProbe does
+                X64 = torch.as_tensor(layers[name], device=device).double()
+                X64 = (X64 - X64.mean(0)) / X64.std(0, unbiased=False).clamp_min(1e-8)
+                m = w64 @ X64
+                var = (w64 @ (X64 * X64) - m * m).clamp_min(0)
+                X[i], mean[i], scale[i] = X64, m, var.sqrt().clamp_min(1e-8)
             problems = Problems(X, codes, weights, absent, mean, scale, lam)
             fit = fit_softmax(problems, max_iter=max_iter, tol=tol)
             x = torch.cat([fit.coef.flatten(-2), fit.intercept], -1)

@@ -46,6 +46,21 @@ def _as_2d(X: Any, device: torch.device | None, name: str = "X") -> torch.Tensor
     return tensor.to(device) if device is not None else tensor
 
 
+def standardizer(X: torch.Tensor, standardize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and scale of rows ``X`` ``(n, d)``, in float64: float32 sums lose
+    features whose spread is tiny next to their mean (as in scikit-learn's scaler)."""
+    if not standardize:
+        zeros = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+        return zeros, zeros + 1
+    X64 = X.double()
+    return X64.mean(0), X64.std(0, unbiased=False).clamp_min(1e-8)
+
+
+def standardize_rows(X: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``(X - mean) / scale`` computed in float64, returned as float32."""
+    return ((X.double() - mean) / scale).float()
+
+
 class LinearProbe(BaseEstimator):
     """A linear read-out of a representation: ``fit(X, y)``, ``predict``, ``score``.
 
@@ -115,13 +130,8 @@ class LinearProbe(BaseEstimator):
                 f"X has {X.shape[0]} rows but y has {y.shape[0]}; give one target per row."
             )
         self.task_ = self._resolve_task(y)
-        if self.standardize:
-            self.mean_ = X.mean(0)
-            self.scale_ = X.std(0, unbiased=False).clamp_min(1e-8)
-        else:
-            self.mean_ = torch.zeros(X.shape[1], device=X.device)
-            self.scale_ = torch.ones(X.shape[1], device=X.device)
-        Z = (X - self.mean_) / self.scale_
+        self.mean_, self.scale_ = standardizer(X, self.standardize)
+        Z = standardize_rows(X, self.mean_, self.scale_)
         if self.task_ == "classification":
             self._fit_logistic(Z, y)
         else:
@@ -182,7 +192,7 @@ class LinearProbe(BaseEstimator):
                 f"X has {X.shape[1]} features but the probe was fit on {self.n_features_in_}; "
                 "give activations of the same layer."
             )
-        return (X - self.mean_) / self.scale_
+        return standardize_rows(X, self.mean_, self.scale_)
 
     def decision_function(self, X: Any) -> torch.Tensor:
         """Logits ``(n, classes)`` (classification) or predictions (regression)."""

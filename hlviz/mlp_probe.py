@@ -21,7 +21,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from .errors import NotFittedError, OptionError, ShapeMismatchError
-from .linear_probe import _as_2d
+from .linear_probe import _as_2d, standardize_rows, standardizer
 
 __all__ = ["MLPProbe"]
 
@@ -91,13 +91,8 @@ class MLPProbe(BaseEstimator):
             raise OptionError(
                 f"y holds a single class ({classes.tolist()}); a probe needs at least two."
             )
-        self.mean_ = X.mean(0) if self.standardize else torch.zeros(X.shape[1], device=X.device)
-        self.scale_ = (
-            X.std(0, unbiased=False).clamp_min(1e-8)
-            if self.standardize
-            else torch.ones(X.shape[1], device=X.device)
-        )
-        Z = (X - self.mean_) / self.scale_
+        self.mean_, self.scale_ = standardizer(X, self.standardize)
+        Z = standardize_rows(X, self.mean_, self.scale_)
         generator = torch.Generator().manual_seed(self.seed)
         net = torch.nn.Sequential(
             torch.nn.Linear(X.shape[1], self.hidden),
@@ -149,7 +144,7 @@ class MLPProbe(BaseEstimator):
                 f"X has {X.shape[1]} features but the probe was fit on {self.n_features_in_}; "
                 "give activations of the same layer."
             )
-        return self.net_((X - self.mean_) / self.scale_).softmax(1)
+        return self.net_(standardize_rows(X, self.mean_, self.scale_)).softmax(1)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels, as a NumPy array."""
