@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) bench/probe_sweep.py
 	$(PY) bench/attribution_bench.py
 	$(PY) bench/toy_bench.py
+	$(PY) bench/collect_bench.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu tests

@@ -8,12 +8,14 @@
 (2, 8)
 """
 
-from . import datasets, errors, models, plotting, testing, toy
+from . import datasets, errors, models, plotting, stats, testing, toy
+from .collect import collect, estimate
 from .edits import ablate, edit, patch, steer
 from .errors import HlvizError, HlvizWarning, LayerNotFoundError
 from .hooks import Recording, activations, record
 from .layers import layer_names, list_layers, resolve, resolve_modules, unwrap
 from .runtime import default_device, model_device, run_model, seed_everything
+from .store import ActivationStore
 
 __version__ = "0.1.0"
 
@@ -22,19 +24,26 @@ _LAZY_MODULES = (
     "attribution",
     "attribution_plots",
     "concepts",
+    "featurevis",
     "geometry",
     "html",
     "mdl",
     "probes",
     "sanity",
+    "sequences",
     "similarity",
+    "units",
 )
 
 
 # public names imported on first use (they load captum): name -> module
 _LAZY_ATTRS = {
     "Attribution": "attribution",
+    "LinearProbe": "probes",
+    "MLPProbe": "probes",
     "attribute": "attribution",
+    "cka_matrix": "similarity",
+    "probe_layers": "probes",
     "sanity_check": "sanity",
     "tcav": "concepts",
 }
@@ -53,7 +62,10 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ActivationStore",
     "Attribution",
+    "LinearProbe",
+    "MLPProbe",
     "HlvizError",
     "HlvizWarning",
     "LayerNotFoundError",
@@ -62,22 +74,27 @@ __all__ = [
     "ablate",
     "activations",
     "attribute",
+    "cka_matrix",
+    "collect",
     "datasets",
     "default_device",
     "edit",
     "errors",
+    "estimate",
     "layer_names",
     "list_layers",
     "model_device",
     "models",
     "patch",
     "plotting",
+    "probe_layers",
     "record",
     "resolve",
     "resolve_modules",
     "run_model",
     "sanity_check",
     "seed_everything",
+    "stats",
     "steer",
     "tcav",
     "testing",

@@ -61,3 +61,16 @@ def test_attribution_bench_quick_run_reports_overhead_and_memory():
     for needle in ("### IG on a CNN batch", "### layer IG on MiniLM", "### peak memory"):
         assert needle in run.stdout, f"{needle!r} missing from the attribution bench report"
     assert "| hlviz.attribute |" in run.stdout
+
+
+def test_collect_bench_quick_run_reports_throughput_and_memory():
+    run = subprocess.run(
+        [sys.executable, "bench/collect_bench.py", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    for needle in ("### throughput", "### peak memory", "- target:"):
+        assert needle in run.stdout, f"{needle!r} missing from the collect bench report"

@@ -41,6 +41,7 @@ CONTEXTS = {
 ONE_SHOT = {
     "activations": lambda model, layers, x: hlviz.activations(model, x, layers),
     "list_layers": lambda model, layers, x: hlviz.list_layers(model, x),
+    "collect": lambda model, layers, x: hlviz.collect(model, x, layers, progress=False),
 }
 
 
