@@ -77,15 +77,23 @@ def batched_scores(
             X = torch.empty(len(chunk), n, width, device=device)
             mean = torch.empty(len(chunk), len(fits), width, device=device)
             scale = torch.empty_like(mean)
-            w64 = weights.double()
+            # fits that share training rows (a seed's task and controls) share statistics
+            w64, which = torch.unique(weights.double(), dim=0, return_inverse=True)
             for i, name in enumerate(chunk):
                 # a global rescale (float64 statistics) keeps float32 exact enough; each fit
                 # then standardises on its own training rows, as LinearProbe does
                 X64 = torch.as_tensor(layers[name], device=device).double()
                 X64 = (X64 - X64.mean(0)) / X64.std(0, unbiased=False).clamp_min(1e-8)
                 m = w64 @ X64
-                var = (w64 @ (X64 * X64) - m * m).clamp_min(0)
-                X[i], mean[i], scale[i] = X64, m, var.sqrt().clamp_min(1e-8)
+                # two passes, not E[x^2] - m^2: a column constant on the training rows
+                # must get exactly 0 spread (its weight then stays 0), not rounding noise
+                var = torch.stack([w @ (X64 - mu) ** 2 for w, mu in zip(w64, m)])
+                spread = var[which].sqrt()
+                # a column (unit spread over all rows) that is constant on a fit's training
+                # rows carries nothing for that fit: an infinite scale keeps its weight at 0
+                # (dividing float32 rounding noise by a tiny spread would invent a feature)
+                spread[spread < 1e-6] = float("inf")
+                X[i], mean[i], scale[i] = X64, m[which], spread
             problems = Problems(X, codes, weights, absent, mean, scale, lam)
             fit = fit_softmax(problems, max_iter=max_iter, tol=tol)
             x = torch.cat([fit.coef.flatten(-2), fit.intercept], -1)

@@ -47,13 +47,17 @@ def _as_2d(X: Any, device: torch.device | None, name: str = "X") -> torch.Tensor
 
 
 def standardizer(X: torch.Tensor, standardize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and scale of rows ``X`` ``(n, d)``, in float64: float32 sums lose
-    features whose spread is tiny next to their mean (as in scikit-learn's scaler)."""
+    """Per-feature mean and scale of rows ``X`` ``(n, d)``, in float64 (float32 sums lose
+    features whose spread is tiny next to their mean); constant features get scale inf."""
     if not standardize:
         zeros = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
         return zeros, zeros + 1
     X64 = X.double()
-    return X64.mean(0), X64.std(0, unbiased=False).clamp_min(1e-8)
+    mean, std = X64.mean(0), X64.std(0, unbiased=False)
+    # a feature constant on the training rows (up to rounding) carries nothing: an infinite
+    # scale maps it to 0 on every row, instead of blowing rounding noise up to unit variance
+    constant = (std < 1e-8) | (std < 1e-7 * mean.abs())
+    return mean, torch.where(constant, torch.full_like(std, float("inf")), std)
 
 
 def standardize_rows(X: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -166,3 +166,17 @@ def test_mlp_probe_errors_and_contract():
     again = MLPProbe(hidden=8, seed=3).fit(X, y)
     np.testing.assert_array_equal(probe.predict_proba(X).numpy(), again.predict_proba(X).numpy())
     assert probe.predict_proba(X).shape == (50, 2) and set(probe.predict(X)) <= {0, 1}
+
+
+def test_a_column_constant_on_the_training_rows_is_ignored_by_both_paths():
+    acts, y = _layers()
+    X = acts["weak"].copy()
+    train, test = split_indices(y, seed=0)
+    X[train, 0] = 3.0  # constant where the probe learns, wild where it is scored
+    X[test, 0] = np.random.default_rng(1).normal(size=len(test)) * 1e3
+    dropped = LinearProbe().fit(X[train, 1:], y[train]).score(X[test, 1:], y[test])
+    single = LinearProbe().fit(X[train], y[train])
+    assert float(single.coef_[:, 0].abs().max()) == 0.0
+    assert abs(single.score(X[test], y[test]) - dropped) <= 1 / len(test)
+    batched = batched_scores({"x": X}, [Fit(y, train, test)])["x"][0]
+    assert abs(batched - dropped) <= 1.5 / len(test)
