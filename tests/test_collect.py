@@ -37,12 +37,6 @@ class Reader(nn.Module):
 
 
 @pytest.fixture
-def cnn():
-    torch.manual_seed(0)
-    return Blocks().eval()
-
-
-@pytest.fixture
 def images():
     torch.manual_seed(1)
     return torch.randn(50, 1, 6, 6)

@@ -92,3 +92,14 @@ def tiny_bert(layers: int = 2, hidden: int = 16, vocab: int = 50):
         max_position_embeddings=32,
     )
     return transformers.BertModel(cfg).eval()
+
+
+def check_user_hook_survives(model: nn.Module, handles: list, fired: list) -> None:
+    """No hlviz hook is left on ``model`` and the user's own hooks (``handles``) still fire."""
+    import hlviz
+
+    hlviz.testing.assert_no_hooks(model, ignore=handles)
+    before = len(fired)
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 8, 8))
+    assert len(fired) == before + 1, "the user's own hook no longer fires"
