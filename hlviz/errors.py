@@ -20,6 +20,7 @@ __all__ = [
     "LayerShapeError",
     "LayerSpecError",
     "MemoryBudgetError",
+    "MissingDependencyError",
     "NotAModuleError",
     "NotFittedError",
     "NotRecordedError",
@@ -134,3 +135,7 @@ class MemoryBudgetError(HlvizError, MemoryError):
 class DataFileError(HlvizError, OSError):
     """A shipped data file or checkpoint (``data/``) or a full data set folder is missing or
     damaged (its sha256 differs from ``data/SHA256SUMS``); the message names the rebuild command."""
+
+
+class MissingDependencyError(HlvizError, ImportError):
+    """An optional package that a feature needs is not installed; the message says what to install."""
