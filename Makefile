@@ -10,6 +10,8 @@ export HF_HUB_OFFLINE = 1
 export HF_HUB_DISABLE_PROGRESS_BARS = 1
 export TOKENIZERS_PARALLELISM = false
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
+# idle OpenMP threads sleep instead of spinning (a spinning pool stalls on a busy machine)
+export OMP_WAIT_POLICY = PASSIVE
 
 .PHONY: help venv book test lint lab refresh bench gpu-check clean
 
@@ -51,6 +53,7 @@ bench: $(STAMP)
 	$(PY) bench/attribution_bench.py
 	$(PY) bench/toy_bench.py
 	$(PY) bench/collect_bench.py
+	$(PY) bench/units_bench.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu tests

@@ -26,6 +26,8 @@ import torch
 __all__ = ["Problems", "SoftmaxFit", "fit_softmax"]
 
 _PRECOND_ROWS = 4096  # rows used to estimate the feature covariance of the preconditioner
+_MAX_PRECOND_DIM = 2048  # widest layer whose feature covariance is inverted
+_SMALL_LAYER = 1 << 20  # rows x features below which a CPU fit runs on one thread
 
 
 @dataclass(frozen=True)
@@ -122,11 +124,30 @@ def fit_softmax(
     criterion of scipy's L-BFGS-B, which scikit-learn uses) or after ``max_iter`` steps.
     """
     X = problems.X
+    small = X.device.type == "cpu" and X.shape[1] * X.shape[2] < _SMALL_LAYER
+    threads = torch.get_num_threads()
+    if small and threads > 1:
+        # thousands of tiny ops per fit: extra threads only add wake-ups, and on a busy
+        # machine OpenMP's spinning threads can slow a fit down by orders of magnitude
+        torch.set_num_threads(1)
+    try:
+        return _fit(problems, max_iter=max_iter, tol=tol, history=history)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(problems: Problems, *, max_iter: int, tol: float, history: int) -> SoftmaxFit:
+    X = problems.X
     L, P, K, d = problems.L, problems.P, problems.K, problems.d
-    Minv = _preconditioner(X, float(problems.lam.min()))  # (L, d, d)
+    lam = float(problems.lam.min())
+    # a d x d inverse is cheap for hidden states (d of a few hundred) but not for flattened
+    # feature maps; there the standardised features' diagonal bound (1/2 + lam) stands in
+    Minv = _preconditioner(X, lam) if d <= _MAX_PRECOND_DIM else None  # (L, d, d)
 
     def precondition(v: torch.Tensor) -> torch.Tensor:
         W, b = problems.split(v)
+        if Minv is None:
+            return torch.cat([W.reshape(L, P, -1) / (0.5 + lam), 2.0 * b], -1)
         return torch.cat([(W.reshape(L, P * K, d) @ Minv).view(L, P, -1), 2.0 * b], -1)
 
     x = torch.zeros(L, P, K * d + K, dtype=X.dtype, device=X.device)

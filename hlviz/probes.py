@@ -37,6 +37,7 @@ from .mlp_probe import MLPProbe
 __all__ = ["CONTROLS", "LinearProbe", "MLPProbe", "ProbeReport", "probe_layers", "split_indices"]
 
 CONTROLS = ("majority", "shuffled", "control_task")
+_BASE = "baseline"  # tags baseline layers inside a batched solve
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -249,8 +250,11 @@ def probe_layers(
         if types_np is not None:
             fits["control_task"].append(Fit(_control_labels(types_np, y_np, seed), train, test))
     if type(template) is LinearProbe and resolved == "classification" and template.standardize:
-        scores = _batched(layers, fits, template)
-        base_scores = _batched(base, {"score": fits["score"]}, template) if base else {}
+        # baseline layers ride in the same solve with the same fits, so that identical
+        # inputs (e.g. the pixels of both models) give identical scores to the last bit
+        both = _batched({**layers, **{(_BASE, k): v for k, v in base.items()}}, fits, template)
+        scores = {k: v for k, v in both.items() if not isinstance(k, tuple)}
+        base_scores = {k[1]: v for k, v in both.items() if isinstance(k, tuple)}
     else:
         if "task" in template.get_params():
             template = clone(template).set_params(task=resolved)
@@ -276,7 +280,7 @@ def probe_layers(
     return ProbeReport(table=table, task=resolved, seeds=seeds)
 
 
-def _batched(layers: dict[str, np.ndarray], fits: dict[str, list[Fit]], template: LinearProbe):
+def _batched(layers: dict[Any, np.ndarray], fits: dict[str, list[Fit]], template: LinearProbe):
     """Every fit of every layer in one batched solve (see :mod:`hlviz._sweep`)."""
     flat = [f for group in fits.values() for f in group]
     acc = batched_scores(

@@ -180,3 +180,9 @@ def test_a_column_constant_on_the_training_rows_is_ignored_by_both_paths():
     assert abs(single.score(X[test], y[test]) - dropped) <= 1 / len(test)
     batched = batched_scores({"x": X}, [Fit(y, train, test)])["x"][0]
     assert abs(batched - dropped) <= 1.5 / len(test)
+
+
+def test_identical_inputs_as_layer_and_baseline_give_identical_scores():
+    acts, y = _layers()
+    report = probe_layers(acts, y, seeds=2, baseline=acts).table
+    np.testing.assert_array_equal(report["score"].to_numpy(), report["baseline"].to_numpy())
