@@ -64,11 +64,11 @@ def __getattr__(name: str):
 __all__ = [
     "ActivationStore",
     "Attribution",
-    "LinearProbe",
-    "MLPProbe",
     "HlvizError",
     "HlvizWarning",
     "LayerNotFoundError",
+    "LinearProbe",
+    "MLPProbe",
     "Recording",
     "__version__",
     "ablate",

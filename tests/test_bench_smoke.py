@@ -47,3 +47,7 @@ def test_attribution_bench_quick_run_reports_overhead_and_memory():
 
 def test_collect_bench_quick_run_reports_throughput_and_memory():
     _has(_quick("collect_bench.py"), "### throughput", "### peak memory", "- target:")
+
+
+def test_units_bench_quick_run_reports_feature_vis_and_patches():
+    _has(_quick("units_bench.py"), "| feature vis, 1 channel", "| top-9 patches", "| unit stats")
