@@ -295,9 +295,11 @@ class CharLSTM(nn.Module):
 def bits_per_char(model: CharLSTM, ids: torch.Tensor, *, streams: int = 16) -> float:
     """Mean bits per character of ``model`` predicting ``ids`` ``(T,)`` (its own cross-entropy / ln 2).
 
+    >>> _ = torch.manual_seed(0)
     >>> model = CharLSTM(vocab_size=4, hidden_size=4)
-    >>> round(bits_per_char(model, torch.randint(0, 4, (200,)), streams=2), 1)   # ~log2(4)
-    2.0
+    >>> bits = bits_per_char(model, torch.randint(0, 4, (200,)), streams=2)
+    >>> 1.9 < bits < 2.3   # an untrained model on 4 random symbols: about log2(4) = 2
+    True
 
     The text is cut into ``streams`` contiguous pieces run side by side; each piece starts
     from a zero state, and every character but the first of each piece is predicted.
