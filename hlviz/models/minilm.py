@@ -18,7 +18,6 @@ code for any Hugging Face checkpoint folder or cached name.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .._shards import sha256_of
 from ..errors import DataFileError, MissingDependencyError
 
 __all__ = ["MINILM_SHA256", "Pretrained", "load", "load_pretrained"]
@@ -54,14 +54,6 @@ class Pretrained:
 def _quiet_hub() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_pretrained(
@@ -95,7 +87,7 @@ def load_pretrained(
                 f"{weights} does not exist, so its sha256 cannot be checked; give the folder "
                 "that holds model.safetensors, or sha256=None to skip the check."
             )
-        found = _sha256(weights)
+        found = sha256_of(weights)
         if found != sha256:
             raise DataFileError(
                 f"{weights} has sha256 {found[:16]}..., not the expected {sha256[:16]}...: "
