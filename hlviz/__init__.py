@@ -8,12 +8,15 @@
 (2, 8)
 """
 
-from . import datasets, errors, models, plotting, stats, testing, toy
+from . import attention, datasets, errors, heads, models, patching, plotting, stats, testing, toy
 from .collect import collect, estimate
 from .edits import ablate, edit, patch, steer
 from .errors import HlvizError, HlvizWarning, LayerNotFoundError
+from .heads import HeadAblation, ablate_heads
 from .hooks import Recording, activations, record
 from .layers import layer_names, list_layers, resolve, resolve_modules, unwrap
+from .lens import LogitLens, logit_lens
+from .patching import PatchingResult, activation_patching
 from .runtime import default_device, model_device, run_model, seed_everything
 from .store import ActivationStore
 
@@ -39,10 +42,15 @@ _LAZY_MODULES = (
 # public names imported on first use (they load captum): name -> module
 _LAZY_ATTRS = {
     "Attribution": "attribution",
+    "AttributionExplorer": "explorers",
+    "CKAExplorer": "explorers",
+    "LayerInspector": "inspector",
     "LinearProbe": "probes",
     "MLPProbe": "probes",
+    "ProbeExplorer": "explorers",
     "attribute": "attribution",
     "cka_matrix": "similarity",
+    "inspect": "inspector",
     "probe_layers": "probes",
     "sanity_check": "sanity",
     "tcav": "concepts",
@@ -64,15 +72,25 @@ def __getattr__(name: str):
 __all__ = [
     "ActivationStore",
     "Attribution",
+    "AttributionExplorer",
+    "CKAExplorer",
+    "HeadAblation",
     "HlvizError",
     "HlvizWarning",
+    "LayerInspector",
     "LayerNotFoundError",
     "LinearProbe",
+    "LogitLens",
     "MLPProbe",
+    "PatchingResult",
+    "ProbeExplorer",
     "Recording",
     "__version__",
     "ablate",
+    "ablate_heads",
+    "activation_patching",
     "activations",
+    "attention",
     "attribute",
     "cka_matrix",
     "collect",
@@ -81,11 +99,15 @@ __all__ = [
     "edit",
     "errors",
     "estimate",
+    "heads",
+    "inspect",
     "layer_names",
     "list_layers",
+    "logit_lens",
     "model_device",
     "models",
     "patch",
+    "patching",
     "plotting",
     "probe_layers",
     "record",

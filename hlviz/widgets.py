@@ -12,14 +12,12 @@ ipywidgets is imported only when a widget is built, so ``import hlviz`` stays li
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError
+from .inspect_wiring import error_output, figure_output
 from .models.mlp import ACTIVATIONS
 from .toy import DATASETS, fit_mlp, linear_regions, make_toy
 
@@ -104,20 +102,6 @@ def _draw(fig: Figure, fit: Any, data: Any, state: PlaneState) -> None:
     fig.tight_layout()
 
 
-def _figure_output(fig: Figure) -> dict[str, Any]:
-    """A display_data output (PNG and a text fallback) for an Output widget's ``outputs``."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    png = base64.b64encode(buffer.getvalue()).decode("ascii")
-    width, height = fig.get_size_inches()
-    text = f"<Figure size {width * 80:.0f}x{height * 80:.0f} with {len(fig.axes)} Axes>"
-    return {
-        "output_type": "display_data",
-        "data": {"image/png": png, "text/plain": text},
-        "metadata": {},
-    }
-
-
 class PlaneExplorer:
     """Sliders for depth and width, drop-downs for activation and data set; every change
     retrains the MLP and redraws (about a second).
@@ -193,20 +177,10 @@ class PlaneExplorer:
         try:
             fig = self.render(self.state)
         except Exception as exc:  # shown in the widget: a callback's error is otherwise lost
-            message = f"{type(exc).__name__}: {exc}"
-            self.output.outputs = (
-                {
-                    "output_type": "display_data",
-                    "data": {
-                        "text/html": f"<pre style='color:#b00'>{html.escape(message)}</pre>",
-                        "text/plain": message,
-                    },
-                    "metadata": {},
-                },
-            )
+            self.output.outputs = (error_output(exc),)
             return
         try:
-            self.output.outputs = (_figure_output(fig),)
+            self.output.outputs = (figure_output(fig),)
         finally:
             plt.close(fig)
 

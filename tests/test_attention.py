@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hlviz import attention
-from hlviz.errors import ShapeMismatchError
+from hlviz.errors import OptionError, ShapeMismatchError
 
 
 def _heads(t=5):
@@ -52,3 +52,32 @@ def test_shape_errors_say_what_was_given():
         attention.head_scores(attn, torch.zeros(2, 4, 4, dtype=torch.bool), mask)
     with pytest.raises(ShapeMismatchError, match="queries selects no position"):
         attention.head_scores(attn, attention.previous_token(mask), torch.zeros(2, 5, dtype=bool))
+
+
+def test_matching_bracket_pairs_nested_kinds_and_drops_mismatches():
+    code = {c: i for i, c in enumerate("([{)]}x")}
+    ids = torch.tensor([[code[c] for c in "(x[x{}](x)"], [code[c] for c in "(]x)xxxxxx"]])
+    pattern = attention.matching_bracket(ids, [code[c] for c in "([{"], [code[c] for c in ")]}"])
+    assert pattern.shape == (2, 10, 10)
+    assert pattern[0].nonzero().tolist() == [[5, 4], [6, 2], [9, 7]]
+    # "(]": the wrong kind closes nothing, and the count is lost rather than guessed
+    assert not pattern[1].any()
+    assert pattern.sum(-1).max() == 1  # one key per closing bracket at most
+    with pytest.raises(OptionError, match="pair up one to one; got 2 opening and 1 closing"):
+        attention.matching_bracket(ids, [0, 1], [3])
+
+
+def test_induction_keys_follow_an_earlier_copy_of_the_prefix():
+    ids = torch.tensor([[1, 2, 3, 9, 2, 3, 4, 1, 2]])
+    one = attention.induction(ids)[0]
+    # query 4 holds 2: the earlier 2 at position 1 was followed by position 2
+    assert one[4].nonzero().flatten().tolist() == [2]
+    # query 8 holds 2 (earlier 2s at 1 and 4): keys 2 and 5
+    assert one[8].nonzero().flatten().tolist() == [2, 5]
+    two = attention.induction(ids, prefix=2)[0]
+    # "1 2" ends at 8 and occurred at 0-1: the key is 2; "3 9 2" does not make "x 2" at 4 match
+    assert two[8].nonzero().flatten().tolist() == [2]
+    assert two[5].nonzero().flatten().tolist() == [3]  # "2 3" at 4-5 repeats 1-2: key 3
+    assert not two.triu().any()  # keys strictly before the query
+    with pytest.raises(OptionError, match="prefix must be a positive int, got 0"):
+        attention.induction(ids, prefix=0)

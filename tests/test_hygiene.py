@@ -42,6 +42,13 @@ ONE_SHOT = {
     "activations": lambda model, layers, x: hlviz.activations(model, x, layers),
     "list_layers": lambda model, layers, x: hlviz.list_layers(model, x),
     "collect": lambda model, layers, x: hlviz.collect(model, x, layers, progress=False),
+    "activation_patching": lambda model, layers, x: hlviz.activation_patching(
+        model, x, torch.zeros_like(x), layers, metric=lambda out: out[:, 0], positions="all"
+    ),
+    # channels (axis 1 of a 4-D output) play the heads
+    "ablate_heads": lambda model, layers, x: hlviz.ablate_heads(
+        model, x, layers, metric=lambda out: out[:, 0]
+    ),
 }
 
 

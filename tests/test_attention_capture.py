@@ -1,0 +1,196 @@
+"""hlviz.attention.capture: own pattern layers, nn.MultiheadAttention, Hugging Face models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import hlviz
+from hlviz import attention
+from hlviz.errors import EmptySelectionError, OptionError, ShapeMismatchError
+from hlviz.models.gpt import CharGPT
+
+from .zoo import tiny_bert
+
+
+def _gpt(layers=2):
+    torch.manual_seed(0)
+    return CharGPT(vocab_size=12, d_model=16, n_heads=2, n_layers=layers, context=16).eval()
+
+
+def _encoder():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.0)
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+
+
+def _gpt2(eager=True):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(
+        vocab_size=30,
+        n_positions=16,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    if eager:
+        model.set_attn_implementation("eager")
+    return model
+
+
+def test_own_pattern_layers_are_the_default_and_match_a_recording():
+    model, ids = _gpt(), torch.randint(0, 12, (3, 6))
+    maps = attention.capture(model, ids)
+    assert maps.layers == ("blocks.0.attn.pattern", "blocks.1.attn.pattern")
+    with hlviz.record(model, "blocks.*.attn.pattern") as rec:
+        model(ids)
+    for i, name in enumerate(maps.layers):
+        assert torch.equal(maps.patterns[i], rec[name])
+    assert torch.allclose(maps.patterns.sum(-1), torch.ones(2, 3, 2, 6))
+    assert torch.equal(maps.patterns.triu(1), torch.zeros_like(maps.patterns))  # causal
+    hlviz.testing.assert_no_hooks(model)
+
+
+def test_maps_feed_head_scores_like_a_hugging_face_tuple():
+    model, ids = _gpt(), torch.randint(0, 12, (3, 6))
+    maps = attention.capture(model, ids)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    direct = attention.head_scores(maps, attention.previous_token(mask), mask)
+    stacked = attention.head_scores(
+        maps.patterns.transpose(0, 1), attention.previous_token(mask), mask
+    )
+    assert direct.shape == (2, 2)
+    np.testing.assert_array_equal(direct, stacked)
+    assert len(maps) == 2 and torch.equal(maps[1], maps.patterns[1])
+
+
+def test_multihead_attention_gives_per_head_weights_and_the_caller_what_it_asked():
+    model, x = _encoder(), torch.randn(3, 5, 8)
+    expected = model(x)
+    maps = attention.capture(model, x)
+    assert maps.layers == ("layers.0.self_attn", "layers.1.self_attn")
+    assert tuple(maps.patterns.shape) == (2, 3, 2, 5, 5)
+    # layer 0's weights recomputed by hand from its input
+    mha = model.layers[0].self_attn
+    _, weights = mha(x, x, x, need_weights=True, average_attn_weights=False)
+    torch.testing.assert_close(maps.patterns[0], weights, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-6)
+    hlviz.testing.assert_no_hooks(model)
+
+
+def test_a_direct_caller_of_multihead_attention_keeps_its_averaged_weights():
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+
+    class Caller(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = mha
+            self.seen = []
+
+        def forward(self, x):
+            out, w = self.mha(x, x, x)  # need_weights=True, averaged by default
+            self.seen.append(w)
+            _, none = self.mha(x, x, x, None, False)  # positional need_weights=False
+            self.seen.append(none)
+            return out
+
+    model, x = Caller(), torch.randn(2, 4, 8)
+    with pytest.raises(ShapeMismatchError, match="ran 2 times"):
+        attention.capture(model, x)
+    assert tuple(model.seen[0].shape) == (2, 4, 4) and model.seen[1] is None
+    hlviz.testing.assert_no_hooks(model)
+
+
+def test_hugging_face_eager_attentions_match_the_model_output():
+    model = _gpt2()
+    ids = torch.randint(0, 30, (2, 5))
+    maps = attention.capture(model, {"input_ids": ids, "attention_mask": torch.ones(2, 5)})
+    with torch.no_grad():
+        out = model(ids, output_attentions=True)
+    assert maps.layers == ("attentions.0", "attentions.1")
+    for i in range(2):
+        assert torch.equal(maps.patterns[i], out.attentions[i])
+    one = attention.capture(model, ids, layers=[1])
+    assert one.layers == ("attentions.1",) and torch.equal(one.patterns[0], out.attentions[1])
+    with pytest.raises(OptionError, match=r"layers \[5\] are out of range: the model returned 2"):
+        attention.capture(model, ids, layers=[5])
+
+
+def test_sdpa_attention_is_refused_with_the_fix():
+    model = _gpt2(eager=False)
+    with pytest.raises(OptionError, match=r"attn_implementation=\"eager\""):
+        attention.capture(model, torch.randint(0, 30, (1, 4)))
+    bert = tiny_bert()
+    bert.set_attn_implementation("eager")
+    maps = attention.capture(bert, {"input_ids": torch.randint(0, 50, (2, 6))})
+    assert tuple(maps.patterns.shape) == (2, 2, 2, 6, 6)
+
+
+def test_summary_and_plot():
+    model, ids = _gpt(), torch.randint(0, 12, (2, 5))
+    maps = attention.capture(model, ids)
+    frame = maps.summary()
+    assert list(frame.columns) == [
+        "layer",
+        "head",
+        "entropy",
+        "max_weight",
+        "self",
+        "previous",
+        "first",
+    ]
+    assert len(frame) == 4 and (frame["max_weight"] <= 1 + 1e-6).all()
+    # position 0 attends only to itself in a causal model; "first" is at least its share
+    assert (frame["first"] >= 1 / 5 - 1e-6).all()
+    ax = maps.plot("blocks.1.attn.pattern", head=1, example=1, tokens=list("abcde"))
+    assert ax.get_title() == "blocks.1.attn.pattern, head 1"
+    assert [t.get_text() for t in ax.get_yticklabels()] == list("abcde")
+    with pytest.raises(OptionError, match="was not captured"):
+        maps.plot("blocks.9")
+    with pytest.raises(OptionError, match="the maps hold 2 heads and 2 examples"):
+        maps.plot(0, head=5)
+    with pytest.raises(OptionError, match="tokens has 2 labels for 5 positions"):
+        maps.plot(0, tokens=["a", "b"])
+
+
+def test_capture_errors():
+    with pytest.raises(EmptySelectionError, match="has no layer named 'pattern'"):
+        attention.capture(nn.Sequential(nn.Linear(2, 2)), torch.zeros(1, 2))
+    model = _gpt()
+    with pytest.raises(ShapeMismatchError, match=r"not an attention pattern \(N, heads, T, T\)"):
+        attention.capture(model, torch.zeros(1, 4, dtype=torch.long), layers="blocks.0.ln1")
+
+
+@pytest.mark.parametrize("kind", ["pattern", "mha"])
+def test_hooks_never_leak_and_a_user_hook_survives(kind):
+    if kind == "pattern":
+        model, x, target = _gpt(), torch.randint(0, 12, (1, 4)), "blocks.0.attn.pattern"
+        bad = torch.randint(0, 12, (1, 40))  # longer than the context: raises in forward
+    else:
+        model, x, target = _encoder(), torch.randn(1, 4, 8), "layers.0.self_attn"
+        bad = torch.randn(1, 4, 5)  # wrong width
+    fired = []
+    module = model.get_submodule(target)
+    user = module.register_forward_hook(lambda *a: fired.append(1))
+    try:
+        attention.capture(model, x)
+        with pytest.raises((RuntimeError, ShapeMismatchError, AssertionError)):
+            attention.capture(model, bad)
+        with pytest.raises(hlviz.errors.LayerNotFoundError):
+            attention.capture(model, x, layers="nope")
+        hlviz.testing.assert_no_hooks(model, ignore=[user])
+        before = len(fired)
+        with torch.no_grad():
+            model(x)
+        assert len(fired) == before + 1
+    finally:
+        user.remove()
+    hlviz.testing.assert_no_hooks(model)
+    assert torch.backends.mha.get_fastpath_enabled()
