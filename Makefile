@@ -54,6 +54,8 @@ bench: $(STAMP)
 	$(PY) bench/toy_bench.py
 	$(PY) bench/collect_bench.py
 	$(PY) bench/units_bench.py
+	$(PY) bench/patching_bench.py
+	$(PY) bench/widgets_bench.py
 
 gpu-check: $(STAMP)
 	$(PY) -m pytest -m gpu tests

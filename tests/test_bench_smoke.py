@@ -51,3 +51,12 @@ def test_collect_bench_quick_run_reports_throughput_and_memory():
 
 def test_units_bench_quick_run_reports_feature_vis_and_patches():
     _has(_quick("units_bench.py"), "| feature vis, 1 channel", "| top-9 patches", "| unit stats")
+
+
+def test_patching_bench_quick_run_compares_batched_with_one_pass_per_patch():
+    _has(_quick("patching_bench.py"), "### activation patching on CharGPT", "| 1 x 16 | 80 |")
+
+
+def test_widgets_bench_quick_run_times_every_view():
+    report = _quick("widgets_bench.py")
+    _has(report, "### LayerInspector", "| feature maps |", "| sequence |", "| attention |", "| bars |")

@@ -127,6 +127,8 @@ def test_notebook_is_stored_clean(path):
     text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert text.lstrip().startswith("# ")
     assert "Takeaways" in text and "Try it yourself" in text
+    for marker in ("TODO", "FIXME", "XXX", "For the lead"):
+        assert marker not in text, f"{path.name} still holds a {marker!r} note"
 
 
 def test_import_is_light_and_has_no_side_effects():
