@@ -59,4 +59,11 @@ def test_patching_bench_quick_run_compares_batched_with_one_pass_per_patch():
 
 def test_widgets_bench_quick_run_times_every_view():
     report = _quick("widgets_bench.py")
-    _has(report, "### LayerInspector", "| feature maps |", "| sequence |", "| attention |", "| bars |")
+    _has(
+        report,
+        "### LayerInspector",
+        "| feature maps |",
+        "| sequence |",
+        "| attention |",
+        "| bars |",
+    )

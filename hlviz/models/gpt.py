@@ -217,8 +217,8 @@ def bits_per_char(
     ``context // 2``). Every character but the first is scored exactly once: the first
     window scores all its predictions, each later window only the last ``stride`` of them,
     so every character after the first window is predicted from at least
-    ``context - stride`` (by default ``context / 2``) and at most ``context`` characters of
-    history. The LSTM's :func:`hlviz.models.rnn.bits_per_char` instead carries its state
+    ``context - stride + 1`` (by default ``context / 2 + 1``) and at most ``context``
+    characters of history. The LSTM's :func:`hlviz.models.rnn.bits_per_char` instead carries its state
     along 16 long contiguous streams (an unbounded history), so the two figures cover the
     same characters (up to the first one of each LSTM stream) but not the same information.
     ``stride=context`` gives non-overlapping windows (cheaper, less history on average).
