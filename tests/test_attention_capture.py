@@ -12,7 +12,7 @@ from hlviz import attention
 from hlviz.errors import EmptySelectionError, OptionError, ShapeMismatchError
 from hlviz.models.gpt import CharGPT
 
-from .zoo import tiny_bert
+from .zoo import tiny_bert, tiny_gpt2
 
 
 def _gpt(layers=2):
@@ -24,24 +24,6 @@ def _encoder():
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.0)
     return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
-
-
-def _gpt2(eager=True):
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(
-        vocab_size=30,
-        n_positions=16,
-        n_embd=16,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    model = transformers.GPT2LMHeadModel(cfg).eval()
-    if eager:
-        model.set_attn_implementation("eager")
-    return model
 
 
 def test_own_pattern_layers_are_the_default_and_match_a_recording():
@@ -109,7 +91,7 @@ def test_a_direct_caller_of_multihead_attention_keeps_its_averaged_weights():
 
 
 def test_hugging_face_eager_attentions_match_the_model_output():
-    model = _gpt2()
+    model = tiny_gpt2()
     ids = torch.randint(0, 30, (2, 5))
     maps = attention.capture(model, {"input_ids": ids, "attention_mask": torch.ones(2, 5)})
     with torch.no_grad():
@@ -124,7 +106,7 @@ def test_hugging_face_eager_attentions_match_the_model_output():
 
 
 def test_sdpa_attention_is_refused_with_the_fix():
-    model = _gpt2(eager=False)
+    model = tiny_gpt2(eager=False)
     with pytest.raises(OptionError, match=r"attn_implementation=\"eager\""):
         attention.capture(model, torch.randint(0, 30, (1, 4)))
     bert = tiny_bert()

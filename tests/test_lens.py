@@ -11,25 +11,12 @@ import hlviz
 from hlviz.errors import OptionError, ShapeMismatchError
 from hlviz.models.gpt import CharGPT
 
+from .zoo import tiny_gpt2
+
 
 def _gpt(layers=2):
     torch.manual_seed(0)
     return CharGPT(vocab_size=12, d_model=16, n_heads=2, n_layers=layers, context=16).eval()
-
-
-def _gpt2():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(
-        vocab_size=30,
-        n_positions=16,
-        n_embd=16,
-        n_layer=3,
-        n_head=2,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return transformers.GPT2LMHeadModel(cfg).eval()
 
 
 def test_char_gpt_last_layer_is_the_model_output():
@@ -48,7 +35,7 @@ def test_char_gpt_last_layer_is_the_model_output():
 
 
 def test_hugging_face_gpt2_last_layer_is_the_model_output():
-    model = _gpt2()
+    model = tiny_gpt2(3)
     ids = torch.randint(0, 30, (2, 6))
     lens = hlviz.logit_lens(model, {"input_ids": ids, "attention_mask": torch.ones(2, 6)})
     assert lens.layers == ("embeddings", "transformer.h.0", "transformer.h.1", "transformer.h.2")

@@ -11,7 +11,7 @@ from hlviz.errors import OptionError, ShapeMismatchError, UnitIndexError
 from hlviz.heads import ablating_heads
 from hlviz.models.gpt import CharGPT
 
-from .zoo import tiny_bert
+from .zoo import tiny_bert, tiny_gpt2
 
 LAYERS = ["resid", "blocks.*"]
 
@@ -31,21 +31,6 @@ def _pair():
 
 def _metric(logits):
     return logits[:, -1, 3] - logits[:, -1, 7]
-
-
-def _gpt2():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(
-        vocab_size=30,
-        n_positions=16,
-        n_embd=16,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return transformers.GPT2LMHeadModel(cfg).eval()
 
 
 # ------------------------------------------------------------------ activation patching
@@ -104,7 +89,7 @@ def test_batched_patching_equals_one_patch_per_forward_pass():
 
 
 def test_hugging_face_inputs_with_an_attention_mask():
-    model = _gpt2()
+    model = tiny_gpt2()
     torch.manual_seed(1)
     ids = torch.randint(0, 30, (2, 5))
     other = ids.clone()
@@ -257,7 +242,7 @@ def test_ablating_a_char_gpt_head_equals_zeroing_its_slice_by_hand():
 
 
 def test_ablating_a_gpt2_head_in_the_projection_input_equals_zeroing_by_hand():
-    model = _gpt2()
+    model = tiny_gpt2()
     ids = torch.randint(0, 30, (2, 5))
     result = hlviz.ablate_heads(model, ids, "transformer.h.*.attn.c_proj", metric=_metric)
     assert result.effect.shape == (2, 2)

@@ -94,6 +94,29 @@ def tiny_bert(layers: int = 2, hidden: int = 16, vocab: int = 50):
     return transformers.BertModel(cfg).eval()
 
 
+def tiny_gpt2(layers: int = 2, *, eager: bool = True):
+    """A Hugging Face GPT2LMHeadModel from a small seeded config (eval mode), or a skip."""
+    import pytest
+
+    transformers = pytest.importorskip(
+        "transformers", reason="transformers is part of the dev extra"
+    )
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(
+        vocab_size=30,
+        n_positions=16,
+        n_embd=16,
+        n_layer=layers,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    if eager:
+        model.set_attn_implementation("eager")
+    return model
+
+
 def check_user_hook_survives(model: nn.Module, handles: list, fired: list) -> None:
     """No hlviz hook is left on ``model`` and the user's own hooks (``handles``) still fire."""
     import hlviz

@@ -40,14 +40,14 @@ model computes.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import DataFileError, OptionError, ShapeMismatchError
+from ..errors import OptionError, ShapeMismatchError
+from ._checkpoint import load_float16, save_float16
 
 __all__ = ["CHECKPOINT", "CharGPT", "bits_per_char", "load_char_gpt", "save_char_gpt"]
 
@@ -280,11 +280,6 @@ def _score_windows(
 
 def save_char_gpt(model: CharGPT, path: Any, metadata: dict[str, str]) -> None:
     """Write ``model`` to a safetensors file as float16 (sizes and ``metadata`` in its header)."""
-    from safetensors.torch import save_file
-
-    state = {
-        k: v.detach().cpu().to(torch.float16).contiguous() for k, v in model.state_dict().items()
-    }
     config = {
         "vocab_size": model.vocab_size,
         "d_model": model.d_model,
@@ -292,7 +287,7 @@ def save_char_gpt(model: CharGPT, path: Any, metadata: dict[str, str]) -> None:
         "n_layers": model.n_layers,
         "context": model.context,
     }
-    save_file(state, str(path), metadata={"config": json.dumps(config), **metadata})
+    save_float16(model, path, config, metadata)
 
 
 def load_char_gpt(path: Any = None, *, device: str | torch.device | None = None) -> CharGPT:
@@ -308,31 +303,4 @@ def load_char_gpt(path: Any = None, *, device: str | torch.device | None = None)
     loads another checkpoint written by ``scripts/train_gpt.py --out`` (not checked).
     ``model.meta`` holds the file's metadata (vocabulary, test bits per character, ...).
     """
-    from pathlib import Path
-
-    from safetensors import safe_open
-
-    from ..datasets import verified_data_file
-
-    if path is None:
-        path = verified_data_file(CHECKPOINT, _REBUILD)
-    elif not Path(path).is_file():
-        raise DataFileError(f"no checkpoint at {path}; write one with `{_REBUILD} --out {path}`.")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    if "config" not in meta:
-        raise DataFileError(
-            f"{path} has no CharGPT config in its metadata; rebuild it with `{_REBUILD}`."
-        )
-    model = CharGPT(**json.loads(meta["config"]))
-    expected = model.state_dict()
-    if set(state) != set(expected):
-        raise DataFileError(
-            f"{Path(path).name} holds tensors {sorted(set(state) ^ set(expected))[:4]} that do "
-            f"not match CharGPT; rebuild it with `{_REBUILD}`."
-        )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    model.meta = dict(meta)
-    model.eval()
-    return model.to(device) if device is not None else model
+    return load_float16(CharGPT, path, checkpoint=CHECKPOINT, rebuild=_REBUILD, device=device)

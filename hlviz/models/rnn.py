@@ -29,7 +29,6 @@ and the head read).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DataFileError, OptionError, ShapeMismatchError
+from ..errors import OptionError, ShapeMismatchError
+from ._checkpoint import load_float16, save_float16
 
 __all__ = [
     "CHECKPOINT",
@@ -349,18 +349,13 @@ def ngram_bits_per_char(
 
 def save_char_lstm(model: CharLSTM, path: Any, metadata: dict[str, str]) -> None:
     """Write ``model`` to a safetensors file as float16 (sizes and ``metadata`` in its header)."""
-    from safetensors.torch import save_file
-
-    state = {
-        k: v.detach().cpu().to(torch.float16).contiguous() for k, v in model.state_dict().items()
-    }
     config = {
         "vocab_size": model.vocab_size,
         "hidden_size": model.hidden_size,
         "num_layers": model.num_layers,
         "embed_dim": model.embed_dim,
     }
-    save_file(state, str(path), metadata={"config": json.dumps(config), **metadata})
+    save_float16(model, path, config, metadata)
 
 
 def load_char_lstm(path: Any = None, *, device: str | torch.device | None = None) -> CharLSTM:
@@ -376,31 +371,4 @@ def load_char_lstm(path: Any = None, *, device: str | torch.device | None = None
     loads another checkpoint written by ``scripts/train_lstm.py --out`` (not checked).
     ``model.meta`` holds the file's metadata (vocabulary, test bits per character, ...).
     """
-    from pathlib import Path
-
-    from safetensors import safe_open
-
-    from ..datasets import verified_data_file
-
-    if path is None:
-        path = verified_data_file(CHECKPOINT, _REBUILD)
-    elif not Path(path).is_file():
-        raise DataFileError(f"no checkpoint at {path}; write one with `{_REBUILD} --out {path}`.")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    if "config" not in meta:
-        raise DataFileError(
-            f"{path} has no CharLSTM config in its metadata; rebuild it with `{_REBUILD}`."
-        )
-    model = CharLSTM(**json.loads(meta["config"]))
-    expected = model.state_dict()
-    if set(state) != set(expected):
-        raise DataFileError(
-            f"{Path(path).name} holds tensors {sorted(set(state) ^ set(expected))[:4]} that do "
-            f"not match CharLSTM; rebuild it with `{_REBUILD}`."
-        )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    model.meta = dict(meta)
-    model.eval()
-    return model.to(device) if device is not None else model
+    return load_float16(CharLSTM, path, checkpoint=CHECKPOINT, rebuild=_REBUILD, device=device)
