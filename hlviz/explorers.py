@@ -28,7 +28,7 @@ from .errors import OptionError, OptionTypeError
 from .inspect_data import InputSet, resolve_decode
 from .inspect_views import HIGHLIGHT
 from .inspect_wiring import StaticFallback
-from .inspector import PREDICTED, AttributionSource
+from .inspector import PREDICTED, AttributionSource, plain_target
 from .layers import check_module, unwrap
 
 if TYPE_CHECKING:
@@ -246,8 +246,8 @@ class ProbeExplorer(StaticFallback):
             self._syncing = False
 
     def _report_changed(self, change: dict) -> None:
-        self._sync_options(self.reports[change["new"]])
-        self.redraw()
+        if self._guard(self.output, lambda: self._sync_options(self.reports[change["new"]])):
+            self.redraw()
 
     def _changed(self, change: dict) -> None:
         if not self._syncing:
@@ -385,8 +385,8 @@ class CKAExplorer(StaticFallback):
             self._syncing = False
 
     def _matrix_changed(self, change: dict) -> None:
-        self._sync_options(self.matrices[change["new"]])
-        self.redraw()
+        if self._guard(self.output, lambda: self._sync_options(self.matrices[change["new"]])):
+            self.redraw()
 
     def _changed(self, change: dict) -> None:
         if not self._syncing:
@@ -408,7 +408,8 @@ class AttributionExplorer(StaticFallback):
 
         AttributionExplorer(cnn, test.X[:6], labels=[test.classes[y] for y in test.y[:6]])
 
-    ``target``: the class to attribute (default: the predicted one, per input); ``methods``
+    ``target``: the class to attribute (an int, numpy integers included, or a tuple; default:
+    the predicted one, per input); ``methods``
     limits the dropdown (default: every method that fits the inputs); ``decode`` gives the
     tokens of id inputs; ``attribute_options`` go to :func:`hlviz.attribute` (e.g.
     ``output=``, ``n_steps=``). Attributions are computed on first view and cached.
@@ -450,7 +451,7 @@ class AttributionExplorer(StaticFallback):
                 "pass layer=..., or leave grad_cam out of methods."
             )
         self.layer = layer
-        self.target = PREDICTED if target is None else target
+        self.target = PREDICTED if target is None else plain_target(target)
         style = {"description_width": "60px"}
         self.controls = {
             "method": widgets.Dropdown(options=methods, description="method", style=style),

@@ -35,6 +35,7 @@ __all__ = [
     "LayerChoice",
     "record_layers",
     "top_examples",
+    "unit_scores",
 ]
 
 MAX_DEFAULT_LAYERS = 24
@@ -373,8 +374,9 @@ def top_examples(
 
     ``data``: a tensor ``(M, ...)``, an ``(X, y)`` pair or ImageSplit, an iterable of
     batches (a DataLoader), or an :class:`~hlviz.ActivationStore` holding the layer. A
-    unit's score on an example is its maximum over positions. Scores of every unit are
-    computed once per layer (``cache``).
+    unit's score on an example is its maximum over positions (:func:`unit_scores`, the same
+    for a store and for a scan of the data). Scores of every unit are computed once per
+    layer (``cache``).
     """
     from .store import ActivationStore
 
@@ -384,13 +386,7 @@ def top_examples(
                 f"the ActivationStore holds layers {data.layers[:6]}, not {choice.name!r}; "
                 "collect it, or pick one of those layers."
             )
-        scores = torch.as_tensor(data[choice.name].numpy()).float()
-        scores = (
-            scores.reshape(len(scores), scores.shape[1], -1).amax(-1)
-            if scores.dim() > 2
-            else scores
-        )
-        values, order = _rank(scores, unit, k, choice)
+        values, order = _rank(_store_scores(model, data, choice), unit, k, choice)
         return TopExamples(choice.label, unit, values, order)
     key = (choice.label, id(data))
     if cache is None or key not in cache:
@@ -411,6 +407,50 @@ def top_examples(
     positions = traces.argmax(-1) if traces is not None else None
     tokens = tuple(tuple(tokens_of(row, decode)) for row in examples)
     return TopExamples(choice.label, unit, values, order, examples, positions, traces, tokens)
+
+
+def unit_scores(acts: torch.Tensor, kind: str) -> torch.Tensor:
+    """Each unit's score on each example: its maximum over positions, ``(n, units)`` float.
+
+    ``acts`` is batch first, laid out as the view ``kind`` expects: ``(n, T, D)`` for
+    ``"sequence"`` (units last), ``(n, C, ...)`` for feature maps and attention heads (units
+    on axis 1), ``(n, D)`` as it is (also a sequence layer stored with ``reduce=``).
+
+    >>> acts = torch.tensor([[[1.0, 5.0], [3.0, 2.0], [0.0, 4.0]]])  # (1, T=3, D=2)
+    >>> unit_scores(acts, "sequence")
+    tensor([[3., 5.]])
+    >>> unit_scores(acts, "feature_maps")  # read as (1, C=3, 2)
+    tensor([[5., 3., 4.]])
+    """
+    if acts.dim() <= 2:
+        return acts.float()
+    if kind == "sequence":
+        return acts.amax(1).float()
+    return acts.reshape(len(acts), acts.shape[1], -1).amax(-1).float()
+
+
+def _store_scores(model: nn.Module, store: Any, choice: LayerChoice) -> torch.Tensor:
+    """:func:`unit_scores` of every row of an ActivationStore's layer (held as the module
+    gave it, batch first: a ``(N, C, L)`` convolution output is turned to ``(N, L, C)`` as
+    the inspector's own recording is)."""
+    from .outputs import layout
+
+    acts = torch.as_tensor(store[choice.name].numpy())
+    if acts.dim() == 3:
+        hint = layout_hints(model, [choice.name])[choice.name]
+        if layout(hint, acts).kind == "channels_first":
+            acts = acts.transpose(1, 2)
+    scores = unit_scores(acts, choice.kind)
+    axis = -1 if choice.kind in ("sequence", "bars") else 1
+    units = choice.acts.shape[axis]
+    if scores.dim() != 2 or scores.shape[1] != units:
+        raise LayerShapeError(
+            f"the ActivationStore holds {choice.name!r} as {tuple(acts.shape)}, which gives "
+            f"{scores.shape[-1]} units per example where the inspector's {choice.label!r} has "
+            f"{units}; collect the same output of the layer (one row per input), or pass the "
+            "raw data instead of the store."
+        )
+    return scores
 
 
 def _rank(scores: torch.Tensor, unit: int, k: int, choice: LayerChoice):
@@ -438,11 +478,7 @@ def _scan(model: nn.Module, data: Any, choice: LayerChoice, batch_size: int):
                 f"layer {choice.label!r} gives {tuple(rec[choice.name].shape)} on a data batch of "
                 f"{len(x)}; the data must be shaped like the inspector's inputs."
             )
-        if choice.kind == "sequence":  # (n, T, D): units last
-            score = acts.amax(1)
-        else:  # (n, D) or (n, C, ...) with units on axis 1
-            score = acts.reshape(len(acts), acts.shape[1], -1).amax(-1) if acts.dim() > 2 else acts
-        parts.append(score.float())
+        parts.append(unit_scores(acts, choice.kind))
         rows.extend(x[i : i + 1].detach().cpu() for i in range(len(x)))
     if not parts:
         raise OptionError("data is empty: give at least one example to rank.")

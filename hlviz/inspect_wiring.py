@@ -4,6 +4,12 @@ errors shown in the widget, a static image/HTML fallback for frontends without w
 >>> from hlviz.inspect_wiring import error_output
 >>> error_output(ValueError("bad <unit>"))["data"]["text/plain"]
 'ValueError: bad <unit>'
+>>> try:
+...     int("<seven>")
+... except ValueError as exc:
+...     box = error_output(exc)["data"]["text/html"]
+>>> "<details class='hlviz-traceback'>" in box, "&lt;seven&gt;" in box, "<seven>" in box
+(True, True, False)
 
 A view is drawn by a pure function into a figure that the widget owns (a
 ``matplotlib.figure.Figure`` made without pyplot, so no figure ever piles up in
@@ -17,6 +23,7 @@ import base64
 import html
 import io
 import os
+import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -52,12 +59,21 @@ def html_output(markup: str, text: str = "<HTML view>") -> dict[str, Any]:
 
 
 def error_output(exc: BaseException) -> dict[str, Any]:
-    """The error box an Output shows when rendering raised: type and message, escaped."""
+    """The error box an Output shows when rendering raised: type and message on one line,
+    the formatted traceback (when the exception was raised) in a collapsed ``<details>``
+    below it, all escaped. The text/plain fallback is the one line."""
     message = f"{type(exc).__name__}: {exc}"
     box = (
         "<pre class='hlviz-error' style='color:#b00;background:#fff4f4;border:1px solid #e0b4b4;"
-        f"padding:0.5em;white-space:pre-wrap'>{html.escape(message)}</pre>"
+        f"padding:0.5em;white-space:pre-wrap;margin-bottom:0'>{html.escape(message)}</pre>"
     )
+    if exc.__traceback__ is not None:
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        box += (
+            "<details class='hlviz-traceback'><summary style='color:#b00;cursor:pointer'>"
+            "traceback</summary><pre style='font-size:0.85em;white-space:pre-wrap'>"
+            f"{html.escape(trace)}</pre></details>"
+        )
     return html_output(box, message)
 
 
@@ -95,6 +111,9 @@ class StaticFallback:
 
     ui: Any
     controls: dict[str, Any]
+    #: the exception of the latest failed render or control update (its ``__traceback__``
+    #: kept for debugging); ``None`` until one fails
+    last_error: BaseException | None = None
 
     def _visible_outputs(self) -> Sequence[Any]:
         raise NotImplementedError  # pragma: no cover - every widget defines it
@@ -110,7 +129,8 @@ class StaticFallback:
 
     def _show(self, output: Any, render: Callable[[], Sequence[Any]]) -> bool:
         """Replace ``output``'s content by what ``render()`` returns (figures, HTML strings),
-        or by an error box when it raises. Returns whether it rendered."""
+        or by an error box (message and traceback) when it raises, keeping the exception in
+        ``last_error``. Returns whether it rendered."""
         from matplotlib.figure import Figure
 
         try:
@@ -119,10 +139,25 @@ class StaticFallback:
                 for item in render()
             ]
         except Exception as exc:  # shown in the widget: a callback's error is otherwise lost
-            output.outputs = (error_output(exc),)
+            self._fail(output, exc)
             return False
         output.outputs = tuple(items)
         return True
+
+    def _guard(self, output: Any, action: Callable[[], Any]) -> bool:
+        """Run ``action`` (a callback's work outside rendering, such as syncing controls);
+        when it raises, show the error box in ``output`` as :meth:`_show` does, instead of
+        letting the error reach the ipywidgets log. Returns whether it ran."""
+        try:
+            action()
+        except Exception as exc:  # shown in the widget: a callback's error is otherwise lost
+            self._fail(output, exc)
+            return False
+        return True
+
+    def _fail(self, output: Any, exc: Exception) -> None:
+        self.last_error = exc
+        output.outputs = (error_output(exc),)
 
     def describe(self) -> str:
         """One stable line naming the widget and its control values (the text/plain repr)."""

@@ -17,6 +17,7 @@ redraws. The drawing is done by the pure functions of :mod:`hlviz.inspect_views`
 from __future__ import annotations
 
 import html
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,11 +46,33 @@ if TYPE_CHECKING:
 
     from .attribution import Attribution
 
-__all__ = ["AttributionSource", "LayerInspector", "inspect"]
+__all__ = ["AttributionSource", "LayerInspector", "inspect", "plain_target"]
 
 TABS = ("activations", "attribution", "top examples")
 _UNIT_NAMES = {"feature_maps": "channel", "sequence": "unit", "attention": "head", "bars": "unit"}
 PREDICTED = "predicted"
+
+
+def plain_target(target: Any) -> Any:
+    """``target`` with numpy integer scalars (dataset labels such as ``np.int64(2)``) turned
+    into Python ints, also inside tuples and lists, as :func:`hlviz.attribute` expects.
+
+    >>> import numpy as np
+    >>> plain_target(np.int64(2)), plain_target((np.int32(6), 1)), plain_target([np.uint8(3)])
+    (2, (6, 1), [3])
+    >>> plain_target(np.array(4)), plain_target("predicted")
+    (4, 'predicted')
+    """
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        return int(target)
+    if isinstance(target, (tuple, list)):
+        items = [plain_target(t) for t in target]
+        return tuple(items) if isinstance(target, tuple) else items
+    shape = getattr(target, "shape", None)
+    dtype = getattr(target, "dtype", None)
+    if shape == () and getattr(dtype, "kind", None) in ("i", "u"):  # a 0-d numpy array
+        return int(target)
+    return target
 
 
 class AttributionSource:
@@ -72,11 +95,11 @@ class AttributionSource:
 
     def target_for(self, index: int, target: Any) -> Any:
         """``target`` as given, or the model's prediction for example ``index``."""
-        if target == PREDICTED:
+        if isinstance(target, str) and target == PREDICTED:
             return predicted_target(
                 self.model, take(self.inputs.inputs, index), self.options.get("output")
             )
-        return target
+        return plain_target(target)
 
     def get(
         self, method: str, index: int, target: Any, layer: str | None = None
@@ -183,6 +206,7 @@ class LayerInspector(StaticFallback):
         self.attributions = AttributionSource(
             self.model, self.inputs, decode=self.decode, options=attribute_options
         )
+        target = None if target is None else plain_target(target)
         first = next(iter(self.layers.values()))
         style = {"description_width": "60px"}
         targets = [(PREDICTED, PREDICTED)]
@@ -274,7 +298,12 @@ class LayerInspector(StaticFallback):
         )
 
     def _layer_changed(self, change: dict) -> None:
-        choice = self.layers[change["new"]]
+        if self._guard(self.outputs[self.tab], lambda: self._sync_unit(change["new"])):
+            self.redraw()
+
+    def _sync_unit(self, label: str) -> None:
+        """Fit the unit slider to layer ``label`` (clamped value, range, description)."""
+        choice = self.layers[label]
         slider = self.controls["unit"]
         self._syncing = True  # one redraw for a layer change, not one per slider trait
         try:
@@ -283,7 +312,6 @@ class LayerInspector(StaticFallback):
             slider.description = _UNIT_NAMES[choice.kind]
         finally:
             self._syncing = False
-        self.redraw()
 
     def _changed(self, change: dict) -> None:
         if not self._syncing:
@@ -317,6 +345,12 @@ class LayerInspector(StaticFallback):
 
     def redraw(self) -> None:
         """Draw the tab on screen from the controls (an error is shown in the tab)."""
+        tab = self.tab
+        output = self.outputs[tab]
+        if self._guard(output, self._update_caption):
+            self._show(output, getattr(self, f"_render_{tab.replace(' ', '_')}"))
+
+    def _update_caption(self) -> None:
         choice = self.layers[self.controls["layer"].value]
         unit, index = self.controls["unit"].value, self.controls["input"].value
         title = (
@@ -324,8 +358,6 @@ class LayerInspector(StaticFallback):
             f"{self.inputs.labels[index]} ({self.tab})"
         )
         self.caption.value = f"<span class='hlviz-view-title'>{html.escape(title)}</span>"
-        tab = self.tab
-        self._show(self.outputs[tab], getattr(self, f"_render_{tab.replace(' ', '_')}"))
 
     def _render_activations(self) -> list[Any]:
         self.view = self.layer_view()
@@ -393,7 +425,8 @@ def inspect(
     :class:`~hlviz.ActivationStore`) adds the "top examples" tab: the ``top_k`` examples
     where the selected unit peaks. ``labels`` names the inputs; ``decode`` turns a row of
     token ids into tokens (a callable, a tokenizer, or a CodeCorpus). The attribution tab
-    attributes the predicted class (or ``target``; ``classes`` adds one choice per class)
+    attributes the predicted class (or ``target``, numpy integers such as a dataset's labels
+    included; ``classes`` adds one choice per class)
     with :func:`hlviz.attribute`, passing ``attribute_options`` along (e.g. ``output=``).
     """
     return LayerInspector(

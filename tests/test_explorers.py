@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -242,4 +243,63 @@ def test_model_free_explorers_keep_no_hooks():
     assert _png(explorer.output).startswith(b"\x89PNG")
     explorer.controls["method"].value = "smoothgrad"
     assert "smoothgrad target=" in _html(explorer.output)
+    assert_no_hooks(model)
+
+
+def test_an_error_while_switching_reports_is_shown_in_the_probe_explorer(reports, monkeypatch):
+    from hlviz.probes import ProbeReport
+
+    first = reports["three features"]
+    renamed = ProbeReport(
+        first.table.assign(layer=["x", "y", "z"]),
+        **{k: v for k, v in vars(first).items() if k != "table"},
+    )
+    explorer = ProbeExplorer({"first": first, "renamed": renamed})
+
+    def best_layer_of_nothing(self):
+        raise ValueError("no <best> layer")
+
+    monkeypatch.setattr(ProbeReport, "best_layer", best_layer_of_nothing)
+    explorer.controls["report"].value = "renamed"  # raised out of the setter before
+    assert explorer.output.outputs[0]["data"]["text/plain"] == "ValueError: no <best> layer"
+    page = _html(explorer.output)
+    details = page[page.index("<details class='hlviz-traceback'>") :]
+    assert "best_layer_of_nothing" in details and "_sync_options" in details
+    assert "&lt;best&gt;" in details and "<best>" not in page
+    assert isinstance(explorer.last_error, ValueError)
+    monkeypatch.undo()
+    explorer.controls["report"].value = "first"
+    assert _png(explorer.output).startswith(b"\x89PNG") and explorer.state.layer == "top"
+
+
+def test_an_error_while_drawing_an_explorer_is_kept_with_its_traceback(monkeypatch):
+    import hlviz.explorers as ex
+
+    m = pd.DataFrame([[1.0, 0.5], [0.5, 1.0]], index=["a", "b"], columns=["a", "b"])
+    explorer = CKAExplorer(m)
+    assert explorer.last_error is None
+
+    def draw_nothing(matrix, state, fig=None):
+        raise RuntimeError("cannot draw <this>")
+
+    monkeypatch.setattr(ex, "render_cka_view", draw_nothing)
+    explorer.controls["column"].value = "b"
+    assert isinstance(explorer.last_error, RuntimeError)
+    page = _html(explorer.output)
+    assert page.index("RuntimeError: cannot draw &lt;this&gt;</pre>") < page.index("<details")
+    assert "draw_nothing" in page[page.index("<details") :]
+
+
+def test_attribution_explorer_takes_a_numpy_integer_target():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.randn(4, 4)
+    labels = np.array([2, 1, 0, 2])
+    explorer = AttributionExplorer(model, x, target=labels[0])
+    assert explorer.target == 2 and type(explorer.target) is int
+    assert explorer.last_error is None, explorer.last_error
+    page = _html(explorer.output)
+    assert "saliency target=2" in page
+    reference = AttributionExplorer(model, x, target=2)
+    assert _png(explorer.output) == _png(reference.output)
     assert_no_hooks(model)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -546,4 +547,110 @@ def test_the_data_helpers_explain_what_they_cannot_do(mlp):
         OptionError, match="unit 3 is out of range for '2', whose data scores have 3"
     ):
         top_examples(mlp, torch.randn(5, 4), choice, 3)
+    assert_no_hooks(mlp)
+
+
+def test_top_examples_of_a_sequence_layer_agree_between_a_store_and_a_scan():
+    from hlviz.inspect_data import top_examples
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(20, 6)).eval()  # (N, T=4, D=6): units last
+    data = torch.randint(0, 20, (30, 4))
+    (choice,) = record_layers(model, data[:3], "0")
+    assert choice.kind == "sequence"
+    store = hlviz.collect(model, data, "0", progress=False)
+    assert store["0"].shape == (30, 4, 6)
+    with torch.no_grad():
+        acts = model(data)
+    for unit in (2, 5):  # 5 >= T: the positions axis has only 4 entries
+        from_store = top_examples(model, store, choice, unit, k=5)
+        from_scan = top_examples(model, data, choice, unit, k=5)
+        hand = torch.sort(acts[..., unit].amax(1), descending=True, stable=True)
+        assert from_store.indices.tolist() == from_scan.indices.tolist()
+        assert from_store.indices.tolist() == hand.indices[:5].tolist()
+        assert torch.equal(from_store.values, from_scan.values)
+        assert torch.equal(from_store.values, hand.values[:5])
+    conv = nn.Sequential(nn.Conv1d(3, 5, 2)).eval()  # (N, C=5, L=6): units on axis 1
+    signals = torch.randn(12, 3, 7)
+    (channel,) = record_layers(conv, signals[:2], "0")
+    conv_store = hlviz.collect(conv, signals, "0", progress=False)
+    with torch.no_grad():
+        reference = conv(signals)[:, 4].amax(1)
+    top = top_examples(conv, conv_store, channel, 4, k=3)
+    assert top.indices.tolist() == reference.argsort(descending=True)[:3].tolist()
+    assert top.indices.tolist() == top_examples(conv, signals, channel, 4, k=3).indices.tolist()
+    narrow = nn.Sequential(nn.Embedding(20, 5)).eval()
+    (other,) = record_layers(narrow, data[:3], "0")
+    with pytest.raises(
+        LayerShapeError, match=r"holds '0' as \(30, 4, 6\), which gives 6 units per example"
+    ):
+        top_examples(narrow, store, other, 0)
+    assert_no_hooks(model)
+    assert_no_hooks(conv)
+
+
+def _details(output) -> str:
+    page = _html(output)
+    assert "<details class='hlviz-traceback'>" in page, page
+    return page[page.index("<details") :]
+
+
+def test_an_error_while_drawing_shows_its_traceback_and_is_kept_in_last_error(cnn, monkeypatch):
+    import hlviz.inspector as hi
+
+    ins = hlviz.inspect(cnn, torch.rand(2, 1, 8, 8))
+    assert ins.last_error is None
+    real = hi.render_layer_view
+
+    def draw_or_refuse_unit_one(view, fig=None):
+        if view.unit == 1:
+            raise ValueError("unit 1 is <cursed>")
+        return real(view, fig=fig)
+
+    monkeypatch.setattr(hi, "render_layer_view", draw_or_refuse_unit_one)
+    ins.controls["unit"].value = 1
+    out = ins.outputs["activations"]
+    assert _text(out) == "ValueError: unit 1 is <cursed>"
+    details = _details(out)
+    assert "draw_or_refuse_unit_one" in details and "_render_activations" in details
+    assert "Traceback (most recent call last)" in details
+    assert "unit 1 is &lt;cursed&gt;" in details and "<cursed>" not in _html(out)
+    assert isinstance(ins.last_error, ValueError) and str(ins.last_error) == "unit 1 is <cursed>"
+    ins.controls["unit"].value = 2
+    assert _png(out).startswith(b"\x89PNG")
+
+
+def test_an_error_while_a_layer_change_syncs_the_slider_is_shown_in_the_widget(cnn, monkeypatch):
+    ins = hlviz.inspect(cnn, torch.rand(2, 1, 8, 8), layers=["features.4", "classifier"])
+    real = LayerInspector._units
+
+    def count_units_but_not_bars(choice):
+        if choice.kind == "bars":
+            raise RuntimeError(f"cannot count the units of <{choice.label}>")
+        return real(choice)
+
+    monkeypatch.setattr(LayerInspector, "_units", staticmethod(count_units_but_not_bars))
+    ins.controls["layer"].value = "classifier"  # raised out of the setter before
+    out = ins.outputs["activations"]
+    assert _text(out) == "RuntimeError: cannot count the units of <classifier>"
+    details = _details(out)
+    assert "count_units_but_not_bars" in details and "_sync_unit" in details
+    assert isinstance(ins.last_error, RuntimeError)
+    ins.controls["layer"].value = "features.4"
+    assert _png(out).startswith(b"\x89PNG") and ins.view.layer == "features.4"
+    assert_no_hooks(cnn)
+
+
+def test_a_numpy_integer_target_reaches_attribute_as_an_int(mlp):
+    x = torch.randn(4, 4)
+    labels = np.array([2, 0, 1, 2])
+    ins = hlviz.inspect(mlp, x, target=labels[0])
+    assert ins.controls["target"].options[0] == ("given: 2", 2)
+    assert type(ins.controls["target"].value) is int
+    ins.tabs.selected_index = 1
+    page = _html(ins.outputs["attribution"])
+    assert "saliency target=2" in page and "hlviz-error" not in page, _text(
+        ins.outputs["attribution"]
+    )
+    assert ins.last_error is None
     assert_no_hooks(mlp)
