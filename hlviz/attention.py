@@ -276,13 +276,20 @@ def _is_hf(model: nn.Module) -> bool:
     return hasattr(model, "config") and hasattr(model.config, "_attn_implementation")
 
 
-def _stack_layers(values: dict[str, torch.Tensor]) -> AttentionMaps:
+def _stack_layers(values: dict[str, torch.Tensor], hf: bool = False) -> AttentionMaps:
     shapes = {name: tuple(v.shape) for name, v in values.items()}
     for name, shape in shapes.items():
         if len(shape) != 4:
+            hint = (
+                " This is a Hugging Face model: its layers= are integer indices into "
+                "outputs.attentions (e.g. layers=[0, 1], or None for all), not module names."
+                if hf
+                else ""
+            )
             raise ShapeMismatchError(
                 f"layer {name!r} outputs shape {shape}, not an attention pattern (N, heads, T, T); "
                 "pass the layers that output the softmaxed attention (e.g. '**.attn.pattern')."
+                + hint
             )
     if len(set(shapes.values())) > 1:
         raise ShapeMismatchError(
@@ -326,7 +333,8 @@ class _MHAWeights(HookContext):
                 self.weights[name].append(weights.detach())
                 if not need:
                     return out, None
-                return out, weights.mean(1) if avg else weights
+                # per-head weights are (N, H, L, S), or (H, L, S) for an unbatched call
+                return out, weights.mean(weights.dim() - 3) if avg else weights
 
             self._add(module.register_forward_pre_hook(_mark(pre), with_kwargs=True))
             self._add(module.register_forward_hook(_mark(post)))
@@ -382,8 +390,12 @@ def capture(model: nn.Module, inputs: Any, layers: LayerSpec | None = None) -> A
       for this call they compute per-head weights (``need_weights=True,
       average_attn_weights=False``) and the caller still receives what it asked for;
     * Hugging Face models (neither of the above): called with ``output_attentions=True``;
-      ``layers`` are then indices into the returned ``attentions`` (default all). Models
-      loaded with sdpa or flash attention return none and are refused.
+      ``layers`` are then integer indices into the returned ``attentions`` (default all).
+      Models loaded with sdpa or flash attention return none and are refused.
+
+    ``nn.MultiheadAttention`` must be called on batched inputs (``(N, T, E)`` with
+    ``batch_first=True``, else ``(T, N, E)``); an unbatched call is refused with a
+    :class:`~hlviz.errors.ShapeMismatchError` after the model ran unchanged.
 
     ``inputs`` is a tensor, a tuple of arguments or a dict of keyword arguments. Hooks are
     removed when the call returns, even when the model raises.
@@ -424,6 +436,13 @@ def capture(model: nn.Module, inputs: Any, layers: LayerSpec | None = None) -> A
                     f"layer {name!r} ran {len(calls)} times in the forward pass; capture needs "
                     "each attention layer to run exactly once."
                 )
+            if calls[0].dim() != 4:
+                raise ShapeMismatchError(
+                    f"layer {name!r} was called without a batch (its per-head weights are "
+                    f"{tuple(calls[0].shape)}, (heads, T, S)); capture needs batched inputs: "
+                    "(N, T, E) with batch_first=True, or (T, N, E), the layout the module uses "
+                    "otherwise. Add a batch axis, e.g. x[None] or x.unsqueeze(1)."
+                )
             values[name] = calls[0]
         return _stack_layers(values)
     from .hooks import record
@@ -439,4 +458,4 @@ def capture(model: nn.Module, inputs: Any, layers: LayerSpec | None = None) -> A
                 "attention layer to run exactly once."
             )
         values[name] = value
-    return _stack_layers(values)
+    return _stack_layers(values, hf=_is_hf(inner))

@@ -71,20 +71,21 @@ class _HeadInputs(HookContext):
                     f"{h} heads; pass n_heads= the model's number of heads."
                 )
             heads = x.reshape(*x.shape[:-1], h, x.shape[-1] // h)  # (N, T, H, Dh)
-            out = _ablate(heads, plan, self._value, self._n, unit_axis=heads.dim() - 2)
+            out = _ablate(heads, plan, self._value, self._n, heads.dim() - 2, name)
             return (out.reshape(x.shape), *args[1:])
 
         return _mark(pre)
 
 
-def _ablate(x, plan, value, n, unit_axis):
+def _ablate(x, plan, value, n, unit_axis, name):
     """Copy ``c`` of ``x`` (rows ``c*n..``; the whole batch when ``n`` is None) gets heads
     ``plan[c]`` set to ``value`` (a number, or ``"mean"``: the head's mean over the examples
-    of one copy and positions, per feature)."""
+    of one copy and positions, per feature). ``name`` is the layer, for errors."""
     if plan and max((max(p, default=-1) for p in plan), default=-1) >= x.shape[unit_axis]:
         raise UnitIndexError(
             f"head {max(max(p, default=-1) for p in plan)} is out of range for "
-            f"{x.shape[unit_axis]} heads."
+            f"{x.shape[unit_axis]} heads in layer {name!r}; give heads 0.."
+            f"{x.shape[unit_axis] - 1}."
         )
     out = x.clone()
     moved = out.movedim(unit_axis, 1)  # (N, H, ...) view of out
@@ -107,18 +108,77 @@ class _HeadOutputs(EditFn):
         self.plan, self.value, self.n = plan, value, n
 
     def apply(self, tensor, layer, hint):
-        return _ablate(tensor, self.plan, self.value, self.n, unit_axis=layout(hint, tensor).units)
+        return _ablate(tensor, self.plan, self.value, self.n, layout(hint, tensor).units, layer)
+
+
+def _int_attr(obj: Any, keys: Sequence[str]) -> int | None:
+    for key in keys:
+        value = getattr(obj, key, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def _n_heads(model: nn.Module, n_heads: int | None) -> int | None:
+    """``n_heads``, else the config's number of heads, else the model's ``n_heads`` (CharGPT)."""
     if n_heads is not None:
         return n_heads
     config = getattr(model, "config", None)
-    for key in ("num_attention_heads", "n_head", "num_heads"):
-        value = getattr(config, key, None)
-        if isinstance(value, int):
-            return value
-    return None
+    if config is not None:
+        found = _int_attr(config, ("num_attention_heads", "n_head", "num_heads"))
+        if found is not None:
+            return found
+    return _int_attr(model, ("n_heads",))
+
+
+_HEAD_LAYERS = (
+    "GPT-2 'transformer.h.*.attn.c_proj', BERT 'encoder.layer.*.attention.output.dense', "
+    "Llama 'model.layers.*.self_attn.o_proj', CharGPT 'blocks.*.attn.heads' (or "
+    "'blocks.*.attn.out')"
+)
+
+
+def _widths(module: nn.Module) -> tuple[int, int]:
+    """``(input, output)`` features of an ``nn.Linear`` or a transformers ``Conv1D``
+    (whose weight is ``(in, out)``)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    return int(module.weight.shape[0]), int(module.weight.shape[1])
+
+
+def _expected_widths(model: nn.Module) -> tuple[int, int] | None:
+    """``(heads * head_dim, hidden)`` from the config (or CharGPT's ``d_model``), if known."""
+    config = getattr(model, "config", None)
+    source = config if config is not None else model
+    hidden = _int_attr(source, ("hidden_size", "n_embd", "d_model"))
+    if hidden is None:
+        return None
+    heads, head_dim = _int_attr(source, ("num_attention_heads", "n_head", "num_heads")), None
+    if config is not None:
+        head_dim = _int_attr(config, ("head_dim", "d_kv"))
+    return (heads * head_dim if heads and head_dim else hidden), hidden
+
+
+def _check_projection(model: nn.Module, name: str, module: nn.Module, count: int) -> None:
+    """Refuse a linear layer that is not an attention output projection (heads -> hidden)."""
+    expected = _expected_widths(model)
+    if expected is None:
+        return
+    width, out = _widths(module)
+    heads_width, hidden = expected
+    if width != heads_width:
+        raise ShapeMismatchError(
+            f"{name!r} is not an attention output projection: its input is {width} features "
+            f"wide, but the {count} heads together are {heads_width} (heads x head_dim, from the "
+            "model's config or attributes). Heads are held by the layer that maps them back to the "
+            f"hidden size, e.g. {_HEAD_LAYERS}."
+        )
+    if out != hidden:
+        raise ShapeMismatchError(
+            f"{name!r} is not an attention output projection: it maps {width} features to "
+            f"{out}, not back to the hidden size {hidden} (a query/key/value or MLP layer?). "
+            f"Heads are held by e.g. {_HEAD_LAYERS}."
+        )
 
 
 def _head_contexts(model, heads_per_layer, value, n_heads, n):
@@ -137,6 +197,8 @@ def _head_contexts(model, heads_per_layer, value, n_heads, n):
                 f"layers {list(in_layers)} are output projections whose input holds the heads, "
                 "but the model's number of heads is unknown; pass n_heads=."
             )
+        for name in in_layers:
+            _check_projection(inner, name, modules[name], count)
         contexts.append(_HeadInputs(model, list(in_layers), in_layers, count, value, n))
     return contexts
 
@@ -159,9 +221,13 @@ class ablating_heads:
 
     A layer whose output is 4-D holds heads on axis 1 (``attn.heads`` of CharGPT); any other
     layer must be an output projection (``attn.c_proj`` of GPT-2, ``attention.output.dense``
-    of BERT, ``nn.Linear``) whose input ``(N, T, H * Dh)`` is split into ``n_heads`` heads
-    (default: the model config's ``num_attention_heads``/``n_head``). ``value`` is a number
-    or ``"mean"`` (the head's mean over the batch and positions).
+    of BERT, ``self_attn.o_proj`` of Llama, ``attn.out`` of CharGPT) whose input
+    ``(N, T, H * Dh)`` is split into ``n_heads`` heads (default: the model config's
+    ``num_attention_heads``/``n_head``, or the model's ``n_heads``). Where the config (or
+    CharGPT) gives the hidden size, a linear layer whose input is not ``H * Dh`` wide or whose
+    output is not the hidden size (an MLP, a query/key/value projection) is refused with a
+    :class:`~hlviz.errors.ShapeMismatchError`. ``value`` is a number or ``"mean"`` (the head's
+    mean over the batch and positions).
     """
 
     def __init__(
@@ -301,6 +367,7 @@ def ablate_heads(
                         f"{k!r} is an output projection whose input holds the heads, but the "
                         "model's number of heads is unknown; pass n_heads=."
                     )
+                _check_projection(unwrap(model), k, modules[k], projection_heads)
                 counts[k] = projection_heads
         effect = np.full((len(names), max(counts.values())), np.nan)
         for i, name in enumerate(names):

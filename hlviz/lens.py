@@ -20,6 +20,7 @@ the layers default to the start of the residual stream and the output of every b
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import OptionError, OptionTypeError, ShapeMismatchError
+from .errors import HlvizWarning, OptionError, OptionTypeError, ShapeMismatchError
 from .hooks import record
 from .layers import LayerSpec, check_module, resolve, unwrap
 from .runtime import run_model
@@ -88,30 +89,37 @@ class LogitLens:
             )
         return chosen.long().cpu()
 
-    def _gather(self, values: torch.Tensor, targets: Any) -> np.ndarray:
-        chosen = self._targets(targets)
-        valid = chosen >= 0
-        index = chosen.clamp_min(0)[None, :, :, None].expand(values.shape[0], -1, -1, 1)
-        picked = values.gather(-1, index)[..., 0].double()
-        return torch.where(valid[None], picked, torch.nan).numpy()
+    def _per_layer(self, stat: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``(L, N, T)``: ``stat`` of each layer's ``(N, T, V)`` logits, one layer at a time, so
+        the temporaries are one layer's size, never ``(L, N, T, V)``."""
+        return torch.stack([stat(layer) for layer in self.logits])
+
+    def _masked(self, values: torch.Tensor, chosen: torch.Tensor) -> np.ndarray:
+        return torch.where((chosen >= 0)[None], values.double(), torch.nan).numpy()
 
     def prob(self, targets: Any = None) -> np.ndarray:
         """``(L, N, T)`` probability each layer gives the target token (NaN where none)."""
-        return self._gather(self.logits.softmax(-1), targets)
+        chosen = self._targets(targets)
+        index = chosen.clamp_min(0)[..., None]  # (N, T, 1)
+        picked = self._per_layer(lambda lg: lg.softmax(-1).gather(-1, index)[..., 0])
+        return self._masked(picked, chosen)
 
     def rank(self, targets: Any = None) -> np.ndarray:
         """``(L, N, T)`` rank of the target token in each layer (0 = top; NaN where none)."""
-        chosen = self._targets(targets).clamp_min(0)
-        index = chosen[None, :, :, None].expand(self.logits.shape[0], -1, -1, 1)
-        target_logit = self.logits.gather(-1, index)
-        ranks = (self.logits > target_logit).sum(-1).float()
-        valid = self._targets(targets) >= 0
-        return torch.where(valid[None], ranks, torch.nan).double().numpy()
+        chosen = self._targets(targets)
+        index = chosen.clamp_min(0)[..., None]  # (N, T, 1)
+        ranks = self._per_layer(lambda lg: (lg > lg.gather(-1, index)).sum(-1).float())
+        return self._masked(ranks, chosen)
 
     def kl_to_final(self) -> np.ndarray:
         """``(L, N, T)`` KL divergence (nats) from the model's final distribution to each layer's."""
-        final = self.final.log_softmax(-1)[None]
-        return (final.exp() * (final - self.log_probs)).sum(-1).double().numpy()
+        final = self.final.log_softmax(-1)
+        p_final = final.exp()
+
+        def kl(logits: torch.Tensor) -> torch.Tensor:  # p * (log p - log q), in place
+            return logits.log_softmax(-1).neg_().add_(final).mul_(p_final).sum(-1)
+
+        return self._per_layer(kl).double().numpy()
 
     def top_k(self, k: int = 5, *, example: int = 0, decode: Callable | None = None):
         """A ``pandas.DataFrame`` of the ``k`` most likely tokens per layer and position."""
@@ -160,22 +168,31 @@ class LogitLens:
         self,
         example: int = 0,
         *,
-        what: str = "target",
+        what: str | None = None,
         tokens: Sequence[str] | None = None,
         decode: Callable | None = None,
         ax: Axes | None = None,
     ) -> Axes:
         """Heat map layer x position for one example; returns the ``Axes``.
 
-        ``what="target"`` (default when targets are known) shows the probability of the
-        correct next token; ``what="top"`` the probability of each layer's top token, with
+        ``what="target"`` (the default when targets are known) shows the probability of the
+        correct next token; ``what="top"`` (the default without targets) the probability of
+        each layer's top token, with
         that token written in the cell when ``decode`` (ids -> text) is given. Positions are
         labelled with ``tokens``, or with the decoded input ids.
         """
         from .transformer_plots import plot_grid
 
+        if what is None:
+            what = "target" if self.targets is not None else "top"
         if what not in ("target", "top"):
-            raise OptionError(f"what must be 'target' or 'top', got {what!r}.")
+            raise OptionError(f"what must be 'target', 'top' or None, got {what!r}.")
+        if what == "target" and self.targets is None:
+            raise OptionError(
+                "what='target' needs targets, and this lens has none: use what='top' (the "
+                "probability of each layer's top token), or build the lens with "
+                "hlviz.logit_lens(..., targets='next') or targets= an (N, T) tensor of ids."
+            )
         probs = self.logits[:, example].softmax(-1)  # (L, T, V)
         notes = None
         if what == "target":
@@ -211,13 +228,58 @@ def _find_named(model: nn.Module, names: Sequence[str]) -> tuple[str, nn.Module]
 
 
 def _blocks(model: nn.Module) -> str | None:
-    """The name of the longest ``nn.ModuleList`` (the stack of blocks)."""
+    """The name of the stack of blocks: the shallowest non-empty ``nn.ModuleList`` (fewest
+    dots in its name, so not the experts list inside a mixture-of-experts block), the
+    longest of those on a tie."""
     best = None
     for name, module in model.named_modules():
-        long = isinstance(module, nn.ModuleList) and len(module) and name
-        if long and (best is None or len(module) > best[1]):
-            best = (name, len(module))
-    return best[0] if best else None
+        if isinstance(module, nn.ModuleList) and len(module) and name:
+            key = (-name.count("."), len(module))
+            if best is None or key > best[0]:
+                best = (key, name)
+    return best[1] if best else None
+
+
+def _next_targets(ids: torch.Tensor, inputs: Any) -> torch.Tensor:
+    """``(N, T)``: the next input token, -1 at the last position and wherever the position or
+    the next one is padding (``attention_mask`` 0, right or left padding)."""
+    targets = torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -1)], 1)
+    mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    if mask is None:
+        return targets
+    mask = torch.as_tensor(mask).detach().cpu()
+    if tuple(mask.shape) != tuple(ids.shape):
+        raise ShapeMismatchError(
+            f"attention_mask has shape {tuple(mask.shape)} but input_ids {tuple(ids.shape)}; "
+            "pass the tokenizer's output unchanged (both (N, T))."
+        )
+    real = mask.bool()
+    both = real & torch.cat([real[:, 1:], torch.zeros_like(real[:, :1])], 1)
+    return torch.where(both, targets, torch.full_like(targets, -1))
+
+
+def _check_last_row(
+    last: torch.Tensor, final: torch.Tensor, names: Sequence[str], dtype: torch.dtype
+) -> None:
+    """Warn when the last decoded layer is not the model's own output, beyond the rounding
+    of ``dtype`` (the activations' dtype; 1e-4 relative for float32)."""
+    scale = max(1.0, float(final.abs().max())) if final.numel() else 1.0
+    gap = float((last - final).abs().max()) if final.numel() else 0.0
+    eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+    if gap > max(1e-4, 8 * eps) * scale:
+        warnings.warn(
+            f"the logit lens's last row ({names[-1]!r}) differs from the model's final logits "
+            f"by up to {gap:.3g}: the chosen layers {_short(names)} (or the norm/unembedding "
+            "found) may not be the residual stream. Pass layers= (the blocks' outputs), "
+            "norm= and unembed= explicitly.",
+            HlvizWarning,
+            stacklevel=3,
+        )
+
+
+def _short(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:4])
+    return f"({shown}{', ...' if len(names) > 4 else ''})"
 
 
 def _decoder(model: nn.Module, norm: Any, unembed: Any) -> tuple[Callable, Callable]:
@@ -274,12 +336,16 @@ def logit_lens(
         inputs: token ids ``(N, T)``, or a tokenizer's output (a dict with ``input_ids``).
         layers: modules whose output is the residual stream ``(N, T, D)``. Default: ``resid``
             (when the model has one) or the input of the first block, then the output of
-            each block (the longest ``nn.ModuleList``: ``blocks``, ``transformer.h``, ...).
+            each block (the shallowest ``nn.ModuleList``, the longest on a tie: ``blocks``,
+            ``transformer.h``, ``model.layers``; not an experts list inside a block). When
+            the last of these does not reproduce the model's logits, an
+            :class:`~hlviz.errors.HlvizWarning` says to pass ``layers=``/``norm=``/``unembed=``.
         norm, unembed: the final norm and the unembedding (modules or callables). Default:
             the module named ``ln_f``/``norm``/``final_layer_norm`` and
             ``get_output_embeddings()`` or the module named ``unembed``/``lm_head``.
         targets: ``(N, T)`` ids each position should predict (negative: none), or
-            ``"next"``: the next input token (the last position has none).
+            ``"next"``: the next input token (none at the last position, nor where the
+            ``attention_mask`` of ``inputs`` marks the position or the next one as padding).
 
     Runs without gradients; the activations stay on the model's device while decoded.
     """
@@ -310,7 +376,7 @@ def logit_lens(
             raise OptionError(
                 "targets='next' needs integer input ids (N, T) (or a dict with 'input_ids')."
             )
-        targets = torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -1)], 1)
+        targets = _next_targets(ids, inputs)
     elif targets is not None:
         targets = torch.as_tensor(targets).long().cpu()
         if ids is not None and tuple(targets.shape) != tuple(ids.shape):
@@ -359,4 +425,6 @@ def logit_lens(
             "model's own norm and unembedding."
         )
     labels = tuple(n for n, _ in streams)
+    if layers is None:
+        _check_last_row(decoded[-1], final, labels, streams[-1][1].dtype)
     return LogitLens(torch.stack(decoded), labels, final, targets, ids)

@@ -114,6 +114,24 @@ def _check_aligned(clean: Any, corrupted: Any) -> None:
             "shape; activation patching needs aligned inputs (same batch size and length, "
             "position t of one matching position t of the other)."
         )
+    mask_a, mask_b = _attention_mask(clean), _attention_mask(corrupted)
+    if mask_a is not None and mask_b is not None and not torch.equal(mask_a, mask_b):
+        differ = (mask_a != mask_b).reshape(mask_a.shape[0], -1) if mask_a.dim() > 1 else None
+        row = int(differ.any(1).nonzero()[0, 0]) if differ is not None else None
+        where = f"row {row}: " if row is not None else ""
+        a, b = (m.tolist() if row is None else m[row].tolist() for m in (mask_a, mask_b))
+        raise ShapeMismatchError(
+            f"clean and corrupted inputs have different attention masks (first in {where}"
+            f"clean {a}, corrupted {b}), so their "
+            "positions would not line up; pad both to the same length and on the same side "
+            "(e.g. tokenize them together, or make the corrupted prompt the same number of "
+            "tokens)."
+        )
+
+
+def _attention_mask(inputs: Any) -> torch.Tensor | None:
+    mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    return torch.as_tensor(mask).detach().cpu() if mask is not None else None
 
 
 def _warn_if_training(model: nn.Module) -> None:
@@ -253,7 +271,7 @@ def activation_patching(
             fastest on CPU; 1 runs one patch per forward pass).
 
     The clean activations are recorded once. Raises :class:`~hlviz.errors.ShapeMismatchError`
-    for inputs of different shapes, :class:`~hlviz.errors.OptionError` for a metric that does
+    for inputs of different shapes or with different ``attention_mask`` s, :class:`~hlviz.errors.OptionError` for a metric that does
     not return one value (per example), or that scores clean and corrupted the same.
     """
     check_module(model)

@@ -150,20 +150,58 @@ def test_capture_errors():
         attention.capture(model, torch.zeros(1, 4, dtype=torch.long), layers="blocks.0.ln1")
 
 
+class _FragileGPT(CharGPT):
+    """Raises after its first block on a batch of more than one sequence."""
+
+    def forward(self, ids):
+        self._check_ids(ids)
+        x = self.blocks[0](self.resid(self.embed(ids) + self.pos(torch.arange(ids.shape[1]))))
+        if ids.shape[0] > 1:
+            self.seen = len(self.blocks[0].attn.pattern._forward_hooks)
+            raise RuntimeError("boom inside forward")
+        for block in self.blocks[1:]:
+            x = block(x)
+        return self.unembed(self.ln_f(x))
+
+
+class _FragileEncoder(nn.TransformerEncoder):
+    """Raises after its first layer on a batch of more than one sequence."""
+
+    def forward(self, x):
+        x = self.layers[0](x)
+        if x.shape[0] > 1:
+            self.seen = len(self.layers[0].self_attn._forward_hooks)
+            raise RuntimeError("boom inside forward")
+        for layer in self.layers[1:]:
+            x = layer(x)
+        return x
+
+
 @pytest.mark.parametrize("kind", ["pattern", "mha"])
 def test_hooks_never_leak_and_a_user_hook_survives(kind):
+    torch.manual_seed(0)
     if kind == "pattern":
-        model, x, target = _gpt(), torch.randint(0, 12, (1, 4)), "blocks.0.attn.pattern"
-        bad = torch.randint(0, 12, (1, 40))  # longer than the context: raises in forward
+        model = _FragileGPT(vocab_size=12, d_model=16, n_heads=2, n_layers=2, context=16).eval()
+        x, target = torch.randint(0, 12, (1, 4)), "blocks.0.attn.pattern"
+        fragile = torch.randint(0, 12, (2, 4))
+        bad, error, message = torch.randint(0, 12, (1, 40)), ShapeMismatchError, "at most 16"
     else:
-        model, x, target = _encoder(), torch.randn(1, 4, 8), "layers.0.self_attn"
-        bad = torch.randn(1, 4, 5)  # wrong width
+        layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.0)
+        model = _FragileEncoder(layer, 2, enable_nested_tensor=False).eval()
+        x, target = torch.randn(1, 4, 8), "layers.0.self_attn"
+        fragile = torch.randn(2, 4, 8)
+        # with the fast path off, torch's own MultiheadAttention checks the width by assert
+        bad, error = torch.randn(1, 4, 5), AssertionError
+        message = "was expecting embedding dimension of 8, but got 5"
     fired = []
     module = model.get_submodule(target)
     user = module.register_forward_hook(lambda *a: fired.append(1))
     try:
         attention.capture(model, x)
-        with pytest.raises((RuntimeError, ShapeMismatchError, AssertionError)):
+        with pytest.raises(RuntimeError, match="boom inside forward"):
+            attention.capture(model, fragile)
+        assert model.seen == 2  # capture's hook was on the layer (beside the user's) when it raised
+        with pytest.raises(error, match=message):
             attention.capture(model, bad)
         with pytest.raises(hlviz.errors.LayerNotFoundError):
             attention.capture(model, x, layers="nope")
@@ -176,3 +214,47 @@ def test_hooks_never_leak_and_a_user_hook_survives(kind):
         user.remove()
     hlviz.testing.assert_no_hooks(model)
     assert torch.backends.mha.get_fastpath_enabled()
+
+
+class _DirectMHA(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.seen = None
+
+    def forward(self, x):
+        out, w = self.mha(x, x, x)  # averaged weights, as the caller asked
+        self.seen = w
+        return out
+
+
+def test_an_unbatched_multihead_attention_call_is_refused_and_left_unchanged():
+    torch.manual_seed(0)
+    model = _DirectMHA().eval()
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        expected = model.mha(x, x, x)[1]  # (L, S): averaged over the heads
+    with pytest.raises(
+        ShapeMismatchError,
+        match=r"layer 'mha' was called without a batch \(its per-head weights are \(2, 5, 5\)"
+        r".*needs batched inputs: \(N, T, E\) with batch_first=True, or \(T, N, E\)",
+    ):
+        attention.capture(model, x)
+    assert tuple(model.seen.shape) == (5, 5)  # what the model asked for, not (2, 5)
+    torch.testing.assert_close(model.seen, expected, rtol=0, atol=1e-6)
+    batched = attention.capture(model, x[None])
+    assert tuple(batched.patterns.shape) == (1, 1, 2, 5, 5)
+    torch.testing.assert_close(batched.patterns[0, 0].mean(0), expected, rtol=0, atol=1e-6)
+    assert tuple(model.seen.shape) == (1, 5, 5)
+    hlviz.testing.assert_no_hooks(model)
+
+
+def test_module_names_on_a_hugging_face_model_point_to_integer_layers():
+    model = tiny_gpt2()
+    with pytest.raises(
+        ShapeMismatchError,
+        match=r"not an attention pattern.*This is a Hugging Face model: its layers= are integer "
+        r"indices into outputs.attentions",
+    ):
+        attention.capture(model, torch.randint(0, 30, (1, 4)), "transformer.h.*.attn")
+    hlviz.testing.assert_no_hooks(model, hlviz_only=True)

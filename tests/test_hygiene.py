@@ -32,7 +32,16 @@ def _edit(model, layers, **kw):
     return hlviz.edit(model, {key: hlviz.ablate(units=[0])}, **kw)
 
 
+def _ablating_heads(model, layers, **kw):
+    # channels (axis 1 of a 4-D output) play the heads; a linear layer's input splits into 2;
+    # the matrix's bad option (select=) becomes a bad value=
+    key = tuple(layers) if isinstance(layers, list) else layers
+    bad = {"value": "median"} if "select" in kw else {}
+    return hlviz.heads.ablating_heads(model, {key: [0]}, n_heads=2, **bad)
+
+
 CONTEXTS = {
+    "ablating_heads": _ablating_heads,
     "record": _record,
     "record_grads": _record_grads,
     "record_stop": _record_stop,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -102,7 +104,7 @@ def test_summary_top_k_and_plot():
     assert [t.get_text() for t in ax.get_yticklabels()] == list(lens.layers)
     ax = lens.plot(0, what="top", decode=decode)
     assert len(ax.texts) == 3 * 5
-    with pytest.raises(OptionError, match="what must be 'target' or 'top'"):
+    with pytest.raises(OptionError, match="what must be 'target', 'top' or None"):
         lens.plot(what="bottom")
     plain = hlviz.logit_lens(model, ids)
     assert "target_prob" not in plain.summary()
@@ -156,19 +158,146 @@ def test_explicit_norm_and_unembed_and_errors():
     hlviz.testing.assert_no_hooks(model)
 
 
+class _RaisesInBlock(CharGPT):
+    """Raises before its second block on a batch of more than one sequence, after the
+    hooks on resid and blocks.0 have fired."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def forward(self, ids):
+        x = self.resid(self.embed(ids) + self.pos(torch.arange(ids.shape[1])))
+        for i, block in enumerate(self.blocks):
+            if i == 1 and ids.shape[0] > 1:
+                self.seen = [len(m._forward_hooks) for m in (self.resid, self.blocks[0])]
+                raise RuntimeError("boom inside block 1")
+            x = block(x)
+        return self.unembed(self.ln_f(x))
+
+
 def test_hooks_never_leak_when_the_model_raises_and_a_user_hook_survives():
-    model = _gpt()
+    torch.manual_seed(0)
+    model = _RaisesInBlock(vocab_size=12, d_model=16, n_heads=2, n_layers=2, context=16).eval()
     fired = []
     user = model.blocks[0].register_forward_hook(lambda *a: fired.append(1))
     try:
-        with pytest.raises(ShapeMismatchError, match="CharGPT sees at most 16"):
-            hlviz.logit_lens(model, torch.zeros(1, 20, dtype=torch.long))
+        with pytest.raises(RuntimeError, match="boom inside block 1"):
+            hlviz.logit_lens(model, torch.zeros(2, 4, dtype=torch.long))
+        assert model.seen == [1, 2]  # the lens's hooks were attached when it raised
         with pytest.raises(hlviz.errors.LayerNotFoundError):
             hlviz.logit_lens(model, torch.zeros(1, 4, dtype=torch.long), "blocks.7")
         hlviz.logit_lens(model, torch.zeros(1, 4, dtype=torch.long))
         hlviz.testing.assert_no_hooks(model, ignore=[user])
         before = len(fired)
-        model(torch.zeros(1, 3, dtype=torch.long))
+        model.blocks[0](torch.zeros(1, 3, 16))
         assert len(fired) == before + 1
     finally:
         user.remove()
+    hlviz.testing.assert_no_hooks(model)
+
+
+def test_next_targets_are_none_at_padding_on_either_side():
+    model = tiny_gpt2()
+    ids = torch.tensor([[1, 2, 3, 0, 0], [0, 0, 4, 5, 6], [7, 8, 9, 10, 11]])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    lens = hlviz.logit_lens(model, {"input_ids": ids, "attention_mask": mask}, targets="next")
+    assert lens.targets.tolist() == [
+        [2, 3, -1, -1, -1],  # right padding: position 2 predicts padding, 3 and 4 are padding
+        [-1, -1, 5, 6, -1],  # left padding: position 1 is padding even though 2 is real
+        [8, 9, 10, 11, -1],
+    ]
+    assert np.isnan(lens.prob()[:, 0, 2:]).all() and np.isnan(lens.rank()[:, 1, :2]).all()
+    assert not np.isnan(lens.prob()[:, 1, 2:4]).any()
+    plain = hlviz.logit_lens(model, ids, targets="next")  # no mask: every next token counts
+    assert plain.targets[:, :-1].tolist() == ids[:, 1:].tolist()
+    with pytest.raises(ShapeMismatchError, match=r"attention_mask has shape \(3, 4\)"):
+        hlviz.logit_lens(model, {"input_ids": ids, "attention_mask": mask[:, :4]}, targets="next")
+    hlviz.testing.assert_no_hooks(model, hlviz_only=True)
+
+
+class _MoE(nn.Module):
+    def __init__(self, d, experts):
+        super().__init__()
+        self.experts = nn.ModuleList(nn.Linear(d, d) for _ in range(experts))
+        self.router = nn.Linear(d, experts)
+
+    def forward(self, x):
+        w = self.router(x).softmax(-1)
+        return x + sum(w[..., i : i + 1] * e(x) for i, e in enumerate(self.experts))
+
+
+class _MoEModel(nn.Module):
+    def __init__(self, scale=1.0):
+        super().__init__()
+        self.embed = nn.Embedding(10, 8)
+        self.layers = nn.ModuleList(_MoE(8, 4) for _ in range(2))
+        self.norm = nn.LayerNorm(8)
+        self.lm_head = nn.Linear(8, 10)
+        self.scale = scale
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = layer(x)
+        return self.lm_head(self.norm(x)) * self.scale
+
+
+def test_mixture_of_experts_blocks_are_the_layers_not_the_experts():
+    torch.manual_seed(0)
+    model = _MoEModel().eval()
+    ids = torch.randint(0, 10, (2, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lens = hlviz.logit_lens(model, ids)
+    assert lens.layers == ("embeddings", "layers.0", "layers.1")
+    torch.testing.assert_close(lens.logits[-1], model(ids), rtol=0, atol=1e-5)
+    model.scale = 3.0  # the output is no longer unembed(norm(last block))
+    with pytest.warns(
+        hlviz.HlvizWarning,
+        match=r"last row \('layers.1'\) differs from the model's final logits.*may not be "
+        r"the residual stream\. Pass layers=.*norm= and unembed=",
+    ):
+        hlviz.logit_lens(model, ids)
+    with warnings.catch_warnings():  # chosen layers: a last row that is not the output is fine
+        warnings.simplefilter("error")
+        hlviz.logit_lens(model, ids, "layers.0")
+    hlviz.testing.assert_no_hooks(model)
+
+
+def test_plot_without_targets_shows_the_top_token():
+    model = _gpt()
+    ids = torch.randint(0, 12, (2, 5))
+    plain = hlviz.logit_lens(model, ids)
+    ax = plain.plot(decode=lambda t: "abcdefghijkl"[t[0]])
+    assert ax.get_images()[0].colorbar.ax.get_ylabel() == "p(top token)"
+    assert len(ax.texts) == 3 * 5
+    with pytest.raises(OptionError, match=r"what='target' needs targets.*targets='next'"):
+        plain.plot(what="target")
+    with pytest.raises(OptionError, match=r"what must be 'target', 'top' or None"):
+        plain.plot(what="bottom")
+    with_targets = hlviz.logit_lens(model, ids, targets="next")
+    ax = with_targets.plot()
+    assert ax.get_images()[0].colorbar.ax.get_ylabel() == "p(next token)"
+
+
+def test_per_layer_statistics_equal_the_full_size_formulas():
+    model = _gpt(3)
+    ids = torch.randint(0, 12, (3, 7))
+    lens = hlviz.logit_lens(model, ids, targets="next")
+    logits, chosen = lens.logits, lens.targets
+    valid = (chosen >= 0)[None]
+    index = chosen.clamp_min(0)[None, :, :, None].expand(logits.shape[0], -1, -1, 1)
+    prob = logits.softmax(-1).gather(-1, index)[..., 0].double()
+    prob = torch.where(valid, prob, torch.nan).numpy()
+    ranks = (logits > logits.gather(-1, index)).sum(-1).double()
+    ranks = torch.where(valid, ranks, torch.nan).numpy()
+    final = lens.final.log_softmax(-1)[None]
+    kl = (final.exp() * (final - logits.log_softmax(-1))).sum(-1).double().numpy()
+    np.testing.assert_allclose(lens.prob(), prob, rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(lens.rank(), ranks)
+    np.testing.assert_allclose(lens.kl_to_final(), kl, rtol=1e-5, atol=1e-7)
+    frame = lens.summary()
+    np.testing.assert_allclose(frame["kl_to_final"], kl.mean((1, 2)), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(frame["target_prob"], np.nanmean(prob, (1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(frame["target_rank"], np.nanmean(ranks, (1, 2)), rtol=1e-12)

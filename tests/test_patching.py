@@ -107,6 +107,35 @@ def test_hugging_face_inputs_with_an_attention_mask():
     hlviz.testing.assert_no_hooks(model, hlviz_only=True)
 
 
+def test_inputs_with_different_attention_masks_are_refused():
+    model = tiny_gpt2()
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    other = torch.tensor([[1, 2, 3, 0], [5, 9, 7, 8]])
+    full = torch.ones(2, 4, dtype=torch.long)
+    padded = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with pytest.raises(
+        ShapeMismatchError,
+        match=r"different attention masks \(first in row 1: clean \[1, 1, 1, 1\], corrupted "
+        r"\[1, 1, 0, 0\]\).*would not line up; pad both to the same length and on the same side",
+    ):
+        hlviz.activation_patching(
+            model,
+            {"input_ids": ids, "attention_mask": full},
+            {"input_ids": other, "attention_mask": padded},
+            "transformer.h.*",
+            metric=lambda logits: logits[:, 1, 1] - logits[:, 1, 2],
+        )
+    same = hlviz.activation_patching(  # equal masks, padded the same way: accepted
+        model,
+        {"input_ids": ids, "attention_mask": padded},
+        {"input_ids": other, "attention_mask": padded.clone()},
+        "transformer.h.*",
+        metric=lambda logits: logits[:, 1, 1] - logits[:, 1, 2],
+    )
+    assert same.effect.shape == (2, 4)
+    hlviz.testing.assert_no_hooks(model, hlviz_only=True)
+
+
 def test_summary_and_plot():
     model = _gpt(2)
     clean, corrupted = _pair()
@@ -276,6 +305,21 @@ def test_bert_heads_in_the_attention_output_dense():
     )
     assert result.effect.shape == (2, 2) and np.isfinite(result.effect).all()
     assert np.abs(result.effect).max() > 0
+    dense = model.encoder.layer[1].attention.output.dense
+
+    def zero_head_0(module, args):
+        x = args[0].clone()
+        x[..., 0:8] = 0.0  # head 0 of 2, Dh = 8
+        return (x,)
+
+    handle = dense.register_forward_pre_hook(zero_head_0)
+    try:
+        with torch.no_grad():
+            by_hand = float(model(input_ids=ids).last_hidden_state[:, 0, 0].mean())
+    finally:
+        handle.remove()
+    assert result.effect[1, 0] == pytest.approx(by_hand - result.base_score, abs=1e-5)
+    hlviz.testing.assert_no_hooks(model, hlviz_only=True)
 
 
 def test_ablating_nothing_changes_nothing_and_the_model_is_left_unchanged():
@@ -305,17 +349,83 @@ def test_head_ablation_summary_plot_and_errors():
         hlviz.ablate_heads(model, ids, "blocks.0.attn.heads", metric=_metric, value="max")
     with pytest.raises(ShapeMismatchError, match=r"outputs \(2, 6, 16\): give layers whose output"):
         hlviz.ablate_heads(model, ids, "blocks.0.mid", metric=_metric)
-    with pytest.raises(OptionError, match="the model's number of heads is unknown; pass n_heads="):
-        hlviz.ablate_heads(model, ids, "blocks.0.attn.out", metric=_metric)
     by_count = hlviz.ablate_heads(model, ids, "blocks.1.attn.out", metric=_metric, n_heads=2)
     np.testing.assert_allclose(by_count.effect, result.effect[1:], rtol=0, atol=1e-5)
-    with pytest.raises(UnitIndexError, match="head 5 is out of range for 2 heads"):
+    # without n_heads=, CharGPT's own n_heads says how the projection's input splits
+    by_model = hlviz.ablate_heads(model, ids, "blocks.*.attn.out", metric=_metric)
+    np.testing.assert_allclose(by_model.effect, result.effect, rtol=0, atol=1e-5)
+    with pytest.raises(
+        UnitIndexError,
+        match=r"head 5 is out of range for 2 heads in layer 'blocks.0.attn.heads'; give heads 0..1",
+    ):
         with ablating_heads(model, {"blocks.0.attn.heads": [5]}):
             model(ids)
-    with pytest.raises(OptionError, match="pass n_heads="):
-        with ablating_heads(model, {"blocks.0.attn.out": [0]}):
+    with pytest.raises(
+        UnitIndexError, match="out of range for 2 heads in layer 'blocks.1.attn.out'"
+    ):
+        with ablating_heads(model, {"blocks.1.attn.out": [2]}):
             model(ids)
+    plain = _Plain().eval()  # no config, no n_heads attribute
+    with pytest.raises(OptionError, match="the model's number of heads is unknown; pass n_heads="):
+        hlviz.ablate_heads(plain, ids, "proj", metric=_metric)
+    with pytest.raises(OptionError, match="pass n_heads="):
+        with ablating_heads(plain, {"proj": [0]}):
+            plain(ids)
     with pytest.raises(ShapeMismatchError, match="not a multiple of 3 heads"):
         with ablating_heads(model, {"blocks.0.attn.out": [0]}, n_heads=3):
             model(ids)
     hlviz.testing.assert_no_hooks(model)
+
+
+class _Plain(torch.nn.Module):
+    """A model with a linear layer and neither a config nor an ``n_heads`` attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(12, 16)
+        self.proj = torch.nn.Linear(16, 16)
+        self.unembed = torch.nn.Linear(16, 12)
+
+    def forward(self, ids):
+        return self.unembed(self.proj(self.embed(ids)))
+
+
+def test_layers_that_are_not_attention_output_projections_are_refused():
+    model = tiny_gpt2()
+    ids = torch.randint(0, 30, (2, 5))
+    with pytest.raises(
+        ShapeMismatchError,
+        match=r"'transformer.h.0.mlp.c_proj' is not an attention output projection: its input "
+        r"is 64 features wide, but the 2 heads together are 16 .*GPT-2 "
+        r"'transformer.h.\*.attn.c_proj', BERT 'encoder.layer.\*.attention.output.dense'.*"
+        r"CharGPT 'blocks.\*.attn.heads'",
+    ):
+        hlviz.ablate_heads(model, ids, "transformer.h.*.mlp.c_proj", metric=_metric)
+    with pytest.raises(
+        ShapeMismatchError,
+        match=r"'transformer.h.0.attn.c_attn' is not an attention output projection: it maps "
+        r"16 features to 48, not back to the hidden size 16",
+    ):
+        hlviz.ablate_heads(model, ids, "transformer.h.0.attn.c_attn", metric=_metric)
+    with pytest.raises(ShapeMismatchError, match="'transformer.h.1.mlp.c_fc' is not an attention"):
+        with ablating_heads(model, {"transformer.h.1.mlp.c_fc": [0]}):
+            model(ids)
+    hlviz.testing.assert_no_hooks(model, hlviz_only=True)
+    bert = tiny_bert()
+    with pytest.raises(
+        ShapeMismatchError,
+        match=r"'encoder.layer.0.output.dense' is not an attention output projection: its "
+        r"input is 20 features wide",
+    ):
+        hlviz.ablate_heads(
+            bert,
+            {"input_ids": torch.randint(0, 50, (1, 4))},
+            "encoder.layer.0.output.dense",
+            metric=lambda hidden: hidden[:, 0, 0],
+        )
+    gpt = _gpt(2)
+    with pytest.raises(
+        ShapeMismatchError, match=r"'blocks.0.mlp.fc' is not an attention output projection"
+    ):
+        hlviz.ablate_heads(gpt, ids % 12, "blocks.0.mlp.fc", metric=_metric)
+    hlviz.testing.assert_no_hooks(gpt)
