@@ -83,11 +83,13 @@ def batched_scores(
                 # a global rescale (float64 statistics) keeps float32 exact enough; each fit
                 # then standardises on its own training rows, as LinearProbe does
                 X64 = torch.as_tensor(layers[name], device=device).double()
-                X64 = (X64 - X64.mean(0)) / X64.std(0, unbiased=False).clamp_min(1e-8)
+                std, mu = torch.std_mean(X64, 0, correction=0)
+                X64 = (X64 - mu) / std.clamp_min(1e-8)
                 m = w64 @ X64
-                # two passes, not E[x^2] - m^2: a column constant on the training rows
-                # must get exactly 0 spread (its weight then stays 0), not rounding noise
-                var = torch.stack([w @ (X64 - mu) ** 2 for w, mu in zip(w64, m)])
+                # E[x^2] - m^2 of globally standardised float64 columns: a column constant
+                # on a fit's training rows comes out at rounding level (~1e-16), far below
+                # the 1e-6 spread under which it is treated as constant just below
+                var = (w64 @ X64.square() - m.square()).clamp_min(0.0)
                 spread = var[which].sqrt()
                 # a column (unit spread over all rows) that is constant on a fit's training
                 # rows carries nothing for that fit: an infinite scale keeps its weight at 0

@@ -186,3 +186,31 @@ def test_identical_inputs_as_layer_and_baseline_give_identical_scores():
     acts, y = _layers()
     report = probe_layers(acts, y, seeds=2, baseline=acts).table
     np.testing.assert_array_equal(report["score"].to_numpy(), report["baseline"].to_numpy())
+
+
+def test_the_shrunk_preconditioner_takes_fewer_steps_to_the_same_probes(monkeypatch):
+    # nearly collinear features (rank 8 plus 1e-3 noise), as hidden states are: the inverse
+    # of their covariance blows up the near-null directions unless it is shrunk
+    import hlviz._lbfgs as lbfgs
+    import hlviz._sweep as sweep
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(800, 8))
+    X = (Z @ rng.normal(size=(8, 64)) + 1e-3 * rng.normal(size=(800, 64))).astype(np.float32)
+    y = (Z[:, 0] + 0.5 * Z[:, 1] > 0).astype(int) + (Z[:, 2] > 0.5)
+    order = rng.permutation(800)
+    fits = [Fit(y, order[:600], order[600:]), Fit(rng.permutation(y), order[:600], order[600:])]
+    steps = {}
+
+    def counting(problems, **options):
+        fit = fit_softmax(problems, **options)
+        steps[lbfgs._SHRINK] = int(fit.n_iter.sum())
+        return fit
+
+    monkeypatch.setattr(sweep, "fit_softmax", counting)
+    scores = {}
+    for shrink in (0.0, 0.05):
+        monkeypatch.setattr(lbfgs, "_SHRINK", shrink)
+        scores[shrink] = batched_scores({"layer": X}, fits)["layer"]
+    np.testing.assert_allclose(scores[0.05], scores[0.0], atol=1 / 200)  # one test row
+    assert steps[0.05] < steps[0.0], steps
