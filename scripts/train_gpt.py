@@ -20,7 +20,6 @@ a loaded 2-core machine).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -32,6 +31,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _char_checkpoint import finish  # noqa: E402
+
 from hlviz.datasets import code_corpus  # noqa: E402
 from hlviz.models.gpt import (  # noqa: E402
     CHECKPOINT,
@@ -41,7 +42,6 @@ from hlviz.models.gpt import (  # noqa: E402
     save_char_gpt,
 )
 from hlviz.models.rnn import CHECKPOINT as LSTM_CHECKPOINT  # noqa: E402
-from hlviz.models.rnn import ngram_bits_per_char  # noqa: E402
 
 
 def learning_rate_factor(step: int, steps: int, warmup: int) -> float:
@@ -127,49 +127,20 @@ def main() -> None:
                 f"{time.time() - start:.0f}s",
                 flush=True,
             )
-    seconds = time.time() - start
-    model.eval()
-    fp32_test = bits_per_char(model, test.encode())
-    fp32_valid = bits_per_char(model, valid.encode())
-    with torch.no_grad():  # measure what the float16 file will hold
-        for p in model.parameters():
-            p.copy_(p.to(torch.float16).to(torch.float32))
-    scores = {
-        "test_bits_per_char": bits_per_char(model, test.encode()),
-        "validation_bits_per_char": bits_per_char(model, valid.encode()),
-        "test_bits_per_char_float32": fp32_test,
-        "validation_bits_per_char_float32": fp32_valid,
-        "unigram_test_bits_per_char": ngram_bits_per_char(
-            ids, test.encode(), order=1, vocab_size=len(train.vocab)
-        ),
-        "bigram_test_bits_per_char": ngram_bits_per_char(
-            ids, test.encode(), order=2, vocab_size=len(train.vocab)
-        ),
-    }
-    corpus_file = ROOT / "data" / "code_corpus.npz"
-    meta = {
-        "vocab": train.vocab,
-        "python": train.python,
-        "corpus_sha256": hashlib.sha256(corpus_file.read_bytes()).hexdigest(),
-        "training": json.dumps({k: v for k, v in vars(args).items() if k != "out"}),
-        "evaluation": json.dumps({"context": model.context, "stride": model.context // 2}),
-        "train_seconds": f"{seconds:.0f}",
-        **{k: f"{v:.4f}" for k, v in scores.items()},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_char_gpt(model, args.out, meta)
-    again = load_char_gpt(args.out)
-    check = bits_per_char(again, test.encode())
-    print(json.dumps({k: round(v, 4) for k, v in scores.items()}))
-    print(f"the shipped LSTM on the same test split: {lstm_test_bits_per_char()} bits/char")
-    print(f"reloaded float16 checkpoint: {check:.4f} bits/char on test; trained in {seconds:.0f}s")
-    print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes)")
-    if args.out.resolve() == (ROOT / "data" / CHECKPOINT).resolve():
-        digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
-        sums = ROOT / "data" / "SHA256SUMS"
-        lines = [ln for ln in sums.read_text().splitlines() if ln.split()[-1] != CHECKPOINT]
-        sums.write_text("\n".join([*lines, f"{digest}  {CHECKPOINT}"]) + "\n")
-        print(f"sha256 {digest} recorded in data/SHA256SUMS")
+    finish(
+        model,
+        args=args,
+        seconds=time.time() - start,
+        corpora=(train, valid, test),
+        bits_per_char=bits_per_char,
+        save=save_char_gpt,
+        load=load_char_gpt,
+        checkpoint=CHECKPOINT,
+        metadata={
+            "evaluation": json.dumps({"context": model.context, "stride": model.context // 2})
+        },
+        notes=[f"the shipped LSTM on the same test split: {lstm_test_bits_per_char()} bits/char"],
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ measured with those float16 weights (the float32 figure is stored beside it).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import sys
 import time
@@ -26,13 +24,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _char_checkpoint import finish  # noqa: E402
+
 from hlviz.datasets import code_corpus  # noqa: E402
 from hlviz.models.rnn import (  # noqa: E402
     CHECKPOINT,
     CharLSTM,
     bits_per_char,
     load_char_lstm,
-    ngram_bits_per_char,
     save_char_lstm,
 )
 
@@ -80,45 +79,16 @@ def main() -> None:
                 f"{time.time() - start:.0f}s",
                 flush=True,
             )
-    seconds = time.time() - start
-    model.eval()
-    fp32_test = bits_per_char(model, test.encode())
-    with torch.no_grad():  # measure what the float16 file will hold
-        for p in model.parameters():
-            p.copy_(p.to(torch.float16).to(torch.float32))
-    scores = {
-        "test_bits_per_char": bits_per_char(model, test.encode()),
-        "validation_bits_per_char": bits_per_char(model, valid.encode()),
-        "test_bits_per_char_float32": fp32_test,
-        "unigram_test_bits_per_char": ngram_bits_per_char(
-            ids, test.encode(), order=1, vocab_size=len(train.vocab)
-        ),
-        "bigram_test_bits_per_char": ngram_bits_per_char(
-            ids, test.encode(), order=2, vocab_size=len(train.vocab)
-        ),
-    }
-    corpus_file = ROOT / "data" / "code_corpus.npz"
-    meta = {
-        "vocab": train.vocab,
-        "python": train.python,
-        "corpus_sha256": hashlib.sha256(corpus_file.read_bytes()).hexdigest(),
-        "training": json.dumps({**{k: v for k, v in vars(args).items() if k != "out"}}),
-        "train_seconds": f"{seconds:.0f}",
-        **{k: f"{v:.4f}" for k, v in scores.items()},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_char_lstm(model, args.out, meta)
-    again = load_char_lstm(args.out)
-    check = bits_per_char(again, test.encode())
-    print(json.dumps({k: round(v, 4) for k, v in scores.items()}))
-    print(f"reloaded float16 checkpoint: {check:.4f} bits/char on test; trained in {seconds:.0f}s")
-    print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes)")
-    if args.out.resolve() == (ROOT / "data" / CHECKPOINT).resolve():
-        digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
-        sums = ROOT / "data" / "SHA256SUMS"
-        lines = [ln for ln in sums.read_text().splitlines() if ln.split()[-1] != CHECKPOINT]
-        sums.write_text("\n".join([*lines, f"{digest}  {CHECKPOINT}"]) + "\n")
-        print(f"sha256 {digest} recorded in data/SHA256SUMS")
+    finish(
+        model,
+        args=args,
+        seconds=time.time() - start,
+        corpora=(train, valid, test),
+        bits_per_char=bits_per_char,
+        save=save_char_lstm,
+        load=load_char_lstm,
+        checkpoint=CHECKPOINT,
+    )
 
 
 if __name__ == "__main__":
