@@ -31,9 +31,9 @@ from timing import interleaved
 from workloads import SENTENCES
 
 import hlviz
-from hlviz._sweep import Fit, batched_scores
-from hlviz.linear_probe import standardize_rows, standardizer
 from hlviz.probes import LinearProbe, split_indices
+from hlviz.probes._batched import Fit, batched_scores
+from hlviz.probes.linear import standardize_rows, standardizer
 from hlviz.similarity import cka_matrix
 
 

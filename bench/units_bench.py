@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hlviz
-from hlviz import featurevis as fv
 from hlviz import units
 from hlviz.models import load_small_cnn
+from hlviz.units import featurevis as fv
 
 
 def timed(fn) -> float:

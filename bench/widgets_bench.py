@@ -35,9 +35,9 @@ from matplotlib.figure import Figure
 from timing import interleaved
 
 import hlviz
-from hlviz.inspect_views import render_layer_view
 from hlviz.models import DigitsCNN, load_char_lstm, load_small_cnn
 from hlviz.models.gpt import CharGPT
+from hlviz.widgets.views import render_layer_view
 
 
 def _gpt(vocab: int) -> tuple[CharGPT, str]:

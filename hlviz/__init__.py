@@ -6,74 +6,114 @@
 ...     _ = model(torch.randn(2, 4))
 >>> tuple(rec["0"].shape)
 (2, 8)
+
+The package is a house of subpackages, one per topic (``hlviz.hooks``, ``hlviz.collection``,
+``hlviz.probes``, ``hlviz.similarity``, ``hlviz.attribution``, ``hlviz.units``,
+``hlviz.sequences``, ``hlviz.transformer``, ``hlviz.toy``, ``hlviz.plotting``,
+``hlviz.widgets``, ``hlviz.datasets``, ``hlviz.models``).
+
+What the top level exports (``__all__``), by one rule: the *verbs* (the functions a user
+calls on a model or on activations), the *result types* those verbs return, the probe and
+widget classes a user builds, the base error and warning, and the subpackages themselves.
+Everything else is reached through its subpackage. ``import hlviz`` loads only torch and
+numpy; the names that need Captum, scikit-learn, pandas, matplotlib or ipywidgets load
+on first use, and ``dir(hlviz)`` lists every public name either way.
 """
 
-from . import attention, datasets, errors, heads, models, patching, plotting, stats, testing, toy
-from .collect import collect, estimate
-from .edits import ablate, edit, patch, steer
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import errors, hooks, runtime, testing
+from .collection.pipeline import Estimate, collect, estimate
+from .collection.store import ActivationStore
 from .errors import HlvizError, HlvizWarning, LayerNotFoundError
-from .heads import HeadAblation, ablate_heads
-from .hooks import Recording, activations, record
-from .layers import layer_names, list_layers, resolve, resolve_modules, unwrap
-from .lens import LogitLens, logit_lens
-from .patching import PatchingResult, activation_patching
+from .hooks.editing import ablate, edit, patch, steer
+from .hooks.layers import layer_names, list_layers, resolve, resolve_modules, unwrap
+from .hooks.recording import Recording, activations, record
 from .runtime import default_device, model_device, run_model, seed_everything
-from .store import ActivationStore
 
 __version__ = "0.1.0"
 
-# imported on first use: they load scikit-learn or scipy
-_LAZY_MODULES = (
+# subpackages imported on first use (some load scikit-learn, Captum, pandas or matplotlib)
+_LAZY_SUBPACKAGES = (
     "attribution",
-    "attribution_plots",
-    "concepts",
-    "featurevis",
-    "geometry",
-    "html",
-    "mdl",
+    "collection",
+    "datasets",
+    "models",
+    "plotting",
     "probes",
-    "sanity",
     "sequences",
     "similarity",
+    "toy",
+    "transformer",
     "units",
+    "widgets",
 )
 
-
-# public names imported on first use (they load captum): name -> module
+# public names imported on first use: name -> module that defines it
 _LAZY_ATTRS = {
-    "Attribution": "attribution",
-    "AttributionExplorer": "explorers",
-    "CKAExplorer": "explorers",
-    "LayerInspector": "inspector",
-    "LinearProbe": "probes",
-    "MLPProbe": "probes",
-    "ProbeExplorer": "explorers",
-    "attribute": "attribution",
-    "cka_matrix": "similarity",
-    "inspect": "inspector",
-    "probe_layers": "probes",
-    "sanity_check": "sanity",
-    "tcav": "concepts",
+    # attribution
+    "Attribution": "attribution.core",
+    "attribute": "attribution.core",
+    "SanityReport": "attribution.sanity",
+    "sanity_check": "attribution.sanity",
+    "TCAVReport": "attribution.concepts",
+    "tcav": "attribution.concepts",
+    # probes
+    "LinearProbe": "probes.linear",
+    "MLPProbe": "probes.mlp",
+    "ProbeReport": "probes.layers",
+    "probe_layers": "probes.layers",
+    "MDLResult": "probes.mdl",
+    "mdl_layers": "probes.mdl",
+    # similarity
+    "cka_matrix": "similarity.cka",
+    # units
+    "TopPatches": "units.patches",
+    "top_patches": "units.patches",
+    "unit_stats": "units.patches",
+    # sequences
+    "RNNStates": "models.rnn",
+    "rnn_states": "sequences.states",
+    # transformer
+    "AttentionMaps": "transformer.attention",
+    "HeadAblation": "transformer.heads",
+    "ablate_heads": "transformer.heads",
+    "LogitLens": "transformer.lens",
+    "logit_lens": "transformer.lens",
+    "PatchingResult": "transformer.patching",
+    "activation_patching": "transformer.patching",
+    # widgets
+    "LayerInspector": "widgets.inspector",
+    "inspect": "widgets.inspector",
+    "AttributionExplorer": "widgets.explorers",
+    "CKAExplorer": "widgets.explorers",
+    "ProbeExplorer": "widgets.explorers",
+    "PlaneExplorer": "widgets.plane",
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY_MODULES:
-        import importlib
-
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBPACKAGES:
         return importlib.import_module(f".{name}", __name__)
     if name in _LAZY_ATTRS:
-        import importlib
-
         return getattr(importlib.import_module(f".{_LAZY_ATTRS[name]}", __name__), name)
     raise AttributeError(f"module 'hlviz' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
     "ActivationStore",
+    "AttentionMaps",
     "Attribution",
     "AttributionExplorer",
     "CKAExplorer",
+    "Estimate",
     "HeadAblation",
     "HlvizError",
     "HlvizWarning",
@@ -81,45 +121,62 @@ __all__ = [
     "LayerNotFoundError",
     "LinearProbe",
     "LogitLens",
+    "MDLResult",
     "MLPProbe",
     "PatchingResult",
+    "PlaneExplorer",
     "ProbeExplorer",
+    "ProbeReport",
+    "RNNStates",
     "Recording",
+    "SanityReport",
+    "TCAVReport",
+    "TopPatches",
     "__version__",
     "ablate",
     "ablate_heads",
     "activation_patching",
     "activations",
-    "attention",
     "attribute",
+    "attribution",
     "cka_matrix",
     "collect",
+    "collection",
     "datasets",
     "default_device",
     "edit",
     "errors",
     "estimate",
-    "heads",
+    "hooks",
     "inspect",
     "layer_names",
     "list_layers",
     "logit_lens",
+    "mdl_layers",
     "model_device",
     "models",
     "patch",
-    "patching",
     "plotting",
     "probe_layers",
+    "probes",
     "record",
     "resolve",
     "resolve_modules",
+    "rnn_states",
     "run_model",
+    "runtime",
     "sanity_check",
     "seed_everything",
-    "stats",
+    "sequences",
+    "similarity",
     "steer",
     "tcav",
     "testing",
+    "top_patches",
     "toy",
+    "transformer",
+    "unit_stats",
+    "units",
     "unwrap",
+    "widgets",
 ]

@@ -24,9 +24,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .errors import OptionError, OptionTypeError, ShapeMismatchError
-from .hooks import Recording, record
-from .layers import LayerSpec, check_module, unwrap
-from .outputs import PACKED_LAYOUT, LayoutHint, layout, layout_hints
+from .hooks.layers import LayerSpec, check_module, unwrap
+from .hooks.outputs import PACKED_LAYOUT, LayoutHint, layout, layout_hints
+from .hooks.recording import Recording, record
 from .runtime import run_model
 
 __all__ = [

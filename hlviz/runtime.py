@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .errors import OptionError
-from .layers import unwrap
+from .hooks.layers import unwrap
 
 __all__ = [
     "default_device",

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.utils.hooks import RemovableHandle
 
-from .layers import check_module, unwrap
+from .hooks.layers import check_module, unwrap
 
 __all__ = ["assert_no_hooks", "list_hooks"]
 

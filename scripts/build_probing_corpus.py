@@ -15,7 +15,7 @@ dependency relation and depth in the dependency tree (root 0); nouns (UPOS ``NOU
 WordNet supersense (lexicographer file, e.g. ``noun.animal``) of their lemma's first sense
 in ``index.noun``, others ``none`` (also nouns WordNet lacks). Each word is aligned to the
 word pieces of MiniLM's tokenizer (``hlviz.models.minilm.load()``) with
-``hlviz.text.align_words``. Rows are written sorted by sentence as plain UTF-8 TSV (0.7 MB, so
+``hlviz.datasets.text.align_words``. Rows are written sorted by sentence as plain UTF-8 TSV (0.7 MB, so
 not compressed): the same inputs give the same bytes. spaCy is needed to build, never to load.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hlviz.text import align_words, word_spans  # noqa: E402
+from hlviz.datasets.text import align_words, word_spans  # noqa: E402
 
 WORDNET = Path("/usr/share/wordnet")
 OUT = ROOT / "data" / "probing_corpus.tsv"

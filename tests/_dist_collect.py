@@ -70,7 +70,7 @@ def main(split: str, sampler: str, tokens: str) -> None:
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
-    stats = hlviz.stats.RunningStats(top_k=3)
+    stats = hlviz.collection.stats.RunningStats(top_k=3)
     x, index = images()
     model = cnn()
     data = list(zip(x.split(7), index.split(7), strict=True))

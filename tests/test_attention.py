@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hlviz import attention
 from hlviz.errors import OptionError, ShapeMismatchError
+from hlviz.transformer import attention
 
 
 def _heads(t=5):

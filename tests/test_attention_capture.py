@@ -1,4 +1,4 @@
-"""hlviz.attention.capture: own pattern layers, nn.MultiheadAttention, Hugging Face models."""
+"""hlviz.transformer.attention.capture: own pattern layers, nn.MultiheadAttention, Hugging Face models."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 import hlviz
-from hlviz import attention
 from hlviz.errors import EmptySelectionError, OptionError, ShapeMismatchError
 from hlviz.models.gpt import CharGPT
+from hlviz.transformer import attention
 
 from .zoo import tiny_bert, tiny_gpt2
 

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import hlviz
-from hlviz import _attr_forward as af
 from hlviz.attribution import Attribution, attribute, token_baseline
+from hlviz.attribution import forward as af
 from hlviz.errors import (
     BaselineError,
     ConvergenceWarning,
@@ -570,7 +570,7 @@ def test_cudnn_rnn_backward_in_eval_mode_on_cuda(kind):
 def test_image_overlays_share_one_colour_scale_across_methods(x):
     import matplotlib.pyplot as plt
 
-    from hlviz.attribution_plots import plot_attribution_images, plot_over_time
+    from hlviz.attribution.plots import plot_attribution_images, plot_over_time
 
     model = Blocks().eval()
     sal = attribute(model, x, target=0, method="saliency")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import hlviz
-from hlviz import sanity
+from hlviz.attribution import sanity
 from hlviz.errors import ConvergenceWarning, OptionError, OptionTypeError, TargetError
 
 METHODS = ["saliency", "input_x_gradient", "integrated_gradients"]

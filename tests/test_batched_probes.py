@@ -7,10 +7,10 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from hlviz._lbfgs import Problems, fit_softmax
-from hlviz._sweep import Fit, batched_scores
 from hlviz.errors import NotFittedError, OptionError, ShapeMismatchError
 from hlviz.probes import LinearProbe, MLPProbe, probe_layers, split_indices
+from hlviz.probes._batched import Fit, batched_scores
+from hlviz.probes._lbfgs import Problems, fit_softmax
 
 
 def _layers(n=400, seed=0):
@@ -191,8 +191,8 @@ def test_identical_inputs_as_layer_and_baseline_give_identical_scores():
 def test_the_shrunk_preconditioner_takes_fewer_steps_to_the_same_probes(monkeypatch):
     # nearly collinear features (rank 8 plus 1e-3 noise), as hidden states are: the inverse
     # of their covariance blows up the near-null directions unless it is shrunk
-    import hlviz._lbfgs as lbfgs
-    import hlviz._sweep as sweep
+    import hlviz.probes._batched as sweep
+    import hlviz.probes._lbfgs as lbfgs
 
     rng = np.random.default_rng(0)
     Z = rng.normal(size=(800, 8))

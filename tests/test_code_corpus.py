@@ -155,7 +155,7 @@ def test_loader_rejects_a_bad_split():
 
 def test_loader_checks_the_checksum_and_says_how_to_rebuild(tmp_path, monkeypatch):
     shutil.copy(ROOT / "data" / "SHA256SUMS", tmp_path / "SHA256SUMS")
-    monkeypatch.setattr(hlviz.datasets, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr("hlviz.datasets.files.data_dir", lambda: tmp_path)
     with pytest.raises(DataFileError, match=r"missing.*scripts/build_code_corpus\.py"):
         code_corpus("test")
     damaged = bytearray((ROOT / "data" / "code_corpus.npz").read_bytes())

@@ -320,7 +320,7 @@ def test_estimate_gives_bytes_per_layer_equal_to_what_is_stored(cnn, images, tmp
         (
             {"stats": "yes"},
             OptionTypeError,
-            "stats must be True, False/None or a hlviz.stats.RunningStats",
+            "stats must be True, False/None or a hlviz.collection.stats.RunningStats",
         ),
         ({"out": 3}, OptionTypeError, "out must be a directory path"),
         ({"resume": "yes"}, OptionTypeError, "resume must be True or False"),

@@ -65,7 +65,7 @@ def test_two_processes_equal_one(stores):
         list(zip(x.split(7), index.split(7), strict=True)),
         LAYERS,
         columns={"index": 1},
-        stats=hlviz.stats.RunningStats(top_k=3),
+        stats=hlviz.collection.stats.RunningStats(top_k=3),
     )
     for name in LAYERS:
         assert store[name].numpy().tobytes() == single[name].numpy().tobytes()
@@ -88,7 +88,11 @@ def test_a_distributed_sampler_is_not_split_again(stores):
 def test_token_level_sequence_ids_are_global(stores):
     store = stores[2]
     single = hlviz.collect(
-        tagger(), sequences(), "lstm", tokens=True, stats=hlviz.stats.RunningStats(top_k=3)
+        tagger(),
+        sequences(),
+        "lstm",
+        tokens=True,
+        stats=hlviz.collection.stats.RunningStats(top_k=3),
     )
     assert store.rows == single.rows and store.inputs == 21
     assert store["lstm"].numpy().tobytes() == single["lstm"].numpy().tobytes()

@@ -15,7 +15,10 @@ from torch import nn
 
 import hlviz
 from hlviz.errors import NotAModuleError, OptionError, OptionTypeError
-from hlviz.explorers import (
+from hlviz.models import CharLSTM
+from hlviz.probes import probe_layers
+from hlviz.testing import assert_no_hooks
+from hlviz.widgets.explorers import (
     AttributionExplorer,
     CKAExplorer,
     CKAState,
@@ -25,10 +28,7 @@ from hlviz.explorers import (
     render_cka_view,
     render_probe,
 )
-from hlviz.inspect_views import HIGHLIGHT
-from hlviz.models import CharLSTM
-from hlviz.probes import probe_layers
-from hlviz.testing import assert_no_hooks
+from hlviz.widgets.views import HIGHLIGHT
 
 
 @pytest.fixture(autouse=True)
@@ -156,7 +156,7 @@ def test_cka_explorer_switches_matrices_and_cells():
 
 
 def test_an_error_in_an_explorer_is_shown_inside_it(monkeypatch):
-    import hlviz.explorers as ex
+    import hlviz.widgets.explorers as ex
 
     m = pd.DataFrame([[1.0, 0.5], [0.5, 1.0]], index=["a", "b"], columns=["a", "b"])
     explorer = CKAExplorer(m)
@@ -273,7 +273,7 @@ def test_an_error_while_switching_reports_is_shown_in_the_probe_explorer(reports
 
 
 def test_an_error_while_drawing_an_explorer_is_kept_with_its_traceback(monkeypatch):
-    import hlviz.explorers as ex
+    import hlviz.widgets.explorers as ex
 
     m = pd.DataFrame([[1.0, 0.5], [0.5, 1.0]], index=["a", "b"], columns=["a", "b"])
     explorer = CKAExplorer(m)

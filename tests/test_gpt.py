@@ -303,7 +303,7 @@ def test_checkpoint_reaches_its_stated_bits_per_char(shipped):
 def test_checkpoint_checksum_and_missing_or_damaged_file(tmp_path, monkeypatch):
     digest = hashlib.sha256((ROOT / "data" / CHECKPOINT).read_bytes()).hexdigest()
     assert f"{digest}  {CHECKPOINT}" in (ROOT / "data" / "SHA256SUMS").read_text()
-    monkeypatch.setattr(datasets, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr("hlviz.datasets.files.data_dir", lambda: tmp_path)
     shutil.copy(ROOT / "data" / "SHA256SUMS", tmp_path / "SHA256SUMS")
     with pytest.raises(DataFileError, match=rf"{CHECKPOINT}' is missing .*`{REBUILD}`"):
         load_char_gpt()

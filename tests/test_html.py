@@ -1,4 +1,4 @@
-"""hlviz.html: token heat maps are self-contained, escaped, and state their colour scale."""
+"""hlviz.plotting.html: token heat maps are self-contained, escaped, and state their colour scale."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hlviz.errors import OptionError, ShapeMismatchError
-from hlviz.html import HTML, diverging_colour, token_heatmap_html
+from hlviz.plotting.html import HTML, diverging_colour, token_heatmap_html
 
 EVIL = "<script>alert(1)</script>"
 

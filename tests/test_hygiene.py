@@ -37,7 +37,7 @@ def _ablating_heads(model, layers, **kw):
     # the matrix's bad option (select=) becomes a bad value=
     key = tuple(layers) if isinstance(layers, list) else layers
     bad = {"value": "median"} if "select" in kw else {}
-    return hlviz.heads.ablating_heads(model, {key: [0]}, n_heads=2, **bad)
+    return hlviz.transformer.heads.ablating_heads(model, {key: [0]}, n_heads=2, **bad)
 
 
 CONTEXTS = {

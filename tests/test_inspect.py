@@ -21,8 +21,12 @@ from hlviz.errors import (
     ShapeMismatchError,
     UnitIndexError,
 )
-from hlviz.inspect_data import record_layers, take, tokens_of
-from hlviz.inspect_views import (
+from hlviz.models import CharLSTM
+from hlviz.models.gpt import CharGPT
+from hlviz.testing import assert_no_hooks
+from hlviz.widgets.data import record_layers, take, tokens_of
+from hlviz.widgets.inspector import LayerInspector
+from hlviz.widgets.views import (
     HIGHLIGHT,
     LayerView,
     TopExamples,
@@ -31,10 +35,6 @@ from hlviz.inspect_views import (
     sequence_html,
     view_kind,
 )
-from hlviz.inspector import LayerInspector
-from hlviz.models import CharLSTM
-from hlviz.models.gpt import CharGPT
-from hlviz.testing import assert_no_hooks
 
 from .zoo import Exploding, check_user_hook_survives, tiny_bert
 
@@ -266,7 +266,7 @@ def test_layer_view_checks_its_state_and_closes_a_failed_figure(monkeypatch):
         render_layer_view({"kind": "bars"})
     with pytest.raises(ShapeMismatchError, match="2 tokens for 3 positions"):
         render_layer_view(LayerView("s", "sequence", torch.zeros(3, 2), tokens=("a", "b")))
-    import hlviz.inspect_views as iv
+    import hlviz.widgets.views as iv
 
     def broken(*args):
         raise RuntimeError("cannot draw")
@@ -303,7 +303,7 @@ def test_top_examples_render_as_images_text_or_a_table():
 
 
 def test_hlviz_inspect_is_the_lazy_function():
-    assert hlviz.inspect is hlviz.inspector.inspect
+    assert hlviz.inspect is hlviz.widgets.inspector.inspect
     assert hlviz.LayerInspector is LayerInspector
 
 
@@ -452,7 +452,7 @@ def test_top_examples_tab_for_images_sequences_vectors_and_a_store(cnn, lstm, ml
 def test_an_error_while_drawing_is_shown_in_the_widget_and_the_next_change_recovers(
     cnn, monkeypatch
 ):
-    import hlviz.inspector as hi
+    import hlviz.widgets.inspector as hi
 
     ins = hlviz.inspect(cnn, torch.rand(2, 1, 8, 8))
     real = hi.render_layer_view
@@ -508,7 +508,7 @@ def test_the_hook_hygiene_matrix_for_inspect(cnn):
 
 
 def test_static_fallback_renders_the_view_as_html_with_the_png_inline(cnn, monkeypatch):
-    import hlviz.inspect_wiring as wiring
+    import hlviz.widgets.base as wiring
 
     ins = hlviz.inspect(cnn, torch.rand(2, 1, 8, 8))
     monkeypatch.setenv("HLVIZ_STATIC", "1")
@@ -530,7 +530,7 @@ def test_static_fallback_renders_the_view_as_html_with_the_png_inline(cnn, monke
 
 
 def test_the_data_helpers_explain_what_they_cannot_do(mlp):
-    from hlviz.inspect_data import embedding_layer, predicted_target, top_examples
+    from hlviz.widgets.data import embedding_layer, predicted_target, top_examples
 
     with pytest.raises(LayerShapeError, match="Sequential takes token ids but has no nn.Embedding"):
         embedding_layer(mlp)
@@ -551,7 +551,7 @@ def test_the_data_helpers_explain_what_they_cannot_do(mlp):
 
 
 def test_top_examples_of_a_sequence_layer_agree_between_a_store_and_a_scan():
-    from hlviz.inspect_data import top_examples
+    from hlviz.widgets.data import top_examples
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(20, 6)).eval()  # (N, T=4, D=6): units last
@@ -596,7 +596,7 @@ def _details(output) -> str:
 
 
 def test_an_error_while_drawing_shows_its_traceback_and_is_kept_in_last_error(cnn, monkeypatch):
-    import hlviz.inspector as hi
+    import hlviz.widgets.inspector as hi
 
     ins = hlviz.inspect(cnn, torch.rand(2, 1, 8, 8))
     assert ins.last_error is None

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from hlviz.errors import OptionError, ShapeMismatchError
-from hlviz.mdl import PROB_FLOOR, MDLResult, mdl_layers, online_codelength
 from hlviz.probes import LinearProbe
+from hlviz.probes.mdl import PROB_FLOOR, MDLResult, mdl_layers, online_codelength
 
 
 @pytest.fixture(autouse=True, scope="module")

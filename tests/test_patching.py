@@ -8,8 +8,8 @@ import torch
 
 import hlviz
 from hlviz.errors import OptionError, ShapeMismatchError, UnitIndexError
-from hlviz.heads import ablating_heads
 from hlviz.models.gpt import CharGPT
+from hlviz.transformer.heads import ablating_heads
 
 from .zoo import tiny_bert, tiny_gpt2
 

@@ -94,12 +94,12 @@ def test_an_error_in_the_callback_is_shown_in_the_widget_and_the_next_change_rec
 
 
 def test_a_render_that_fails_while_drawing_closes_its_figure(monkeypatch):
-    import hlviz.widgets
+    import hlviz.widgets.plane
 
     def broken(*args, **kwargs):
         raise RuntimeError("cannot count regions")
 
-    monkeypatch.setattr(hlviz.widgets, "linear_regions", broken)
+    monkeypatch.setattr(hlviz.widgets.plane, "linear_regions", broken)
     plt.close("all")
     with pytest.raises(RuntimeError, match="cannot count regions"):
         render_plane(FAST)

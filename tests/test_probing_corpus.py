@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
 import hlviz
 from hlviz import datasets
+from hlviz.datasets.text import align_words, sentence_texts, word_spans, word_token_rows
 from hlviz.errors import DataFileError, OptionError, ShapeMismatchError
 from hlviz.models import minilm
-from hlviz.text import align_words, sentence_texts, word_spans, word_token_rows
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +98,10 @@ def test_corpus_checksum_is_checked_and_errors_say_how_to_rebuild(tmp_path, monk
     with pytest.raises(OptionError, match="sentences must be a positive int"):
         datasets.probing_corpus(sentences=0)
     shutil.copy(datasets.data_dir() / "SHA256SUMS", tmp_path / "SHA256SUMS")
-    monkeypatch.setattr(datasets, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr("hlviz.datasets.files.data_dir", lambda: tmp_path)
     with pytest.raises(DataFileError, match="missing.*build_probing_corpus.py"):
         datasets.probing_corpus()
-    original = Path(datasets.__file__).resolve().parents[1] / "data" / "probing_corpus.tsv"
+    original = datasets.data_dir() / "probing_corpus.tsv"
     data = original.read_bytes().replace(b"noun.animal", b"noun.plant_", 1)
     (tmp_path / "probing_corpus.tsv").write_bytes(data)
     with pytest.raises(DataFileError, match="damaged or stale.*build_probing_corpus.py"):

@@ -190,7 +190,7 @@ def test_checkpoint_checksum_and_damage(tmp_path, monkeypatch):
     assert f"{digest}  {CHECKPOINT}" in (ROOT / "data" / "SHA256SUMS").read_text()
     (tmp_path / "SHA256SUMS").write_text(f"{digest}  {CHECKPOINT}\n")
     (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
-    monkeypatch.setattr(hlviz.datasets, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr("hlviz.datasets.files.data_dir", lambda: tmp_path)
     with pytest.raises(DataFileError, match=r"damaged or stale.*scripts/train_lstm\.py"):
         load_char_lstm()
 

@@ -212,7 +212,7 @@ def test_cka_matrix_takes_a_recording():
 
 
 def test_linear_cka_in_column_blocks_gives_the_same_value(monkeypatch):
-    import hlviz.similarity as hs
+    import hlviz.similarity.cka as hs
 
     X, Y = related(n=100)
     whole = linear_cka(X, Y)

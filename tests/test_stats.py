@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hlviz
+from hlviz.collection.stats import RunningStats
 from hlviz.errors import OptionError, ShapeMismatchError
-from hlviz.stats import RunningStats
 
 
 def _feed(acc: RunningStats, x: np.ndarray, cuts: list[int], first_key: int = 0) -> RunningStats:

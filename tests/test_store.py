@@ -45,7 +45,7 @@ def _batches(x: torch.Tensor, stop_after: int | None = None):
         yield batch, torch.arange(len(batch)) + 5 * i
 
 
-OPTIONS = dict(columns={"label": 1}, stats=hlviz.stats.RunningStats(top_k=3, sample=40))
+OPTIONS = dict(columns={"label": 1}, stats=hlviz.collection.stats.RunningStats(top_k=3, sample=40))
 
 
 def _same(a: hlviz.ActivationStore, b: hlviz.ActivationStore) -> None:

@@ -1,4 +1,4 @@
-"""hlviz.toy, hlviz.models.mlp and hlviz.plotting_plane: toy data, MLPs, fast training,
+"""hlviz.toy, hlviz.models.mlp and hlviz.toy.plots: toy data, MLPs, fast training,
 hidden units over the plane, linear regions (checked against networks whose regions are
 known by construction), and the figures."""
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import hlviz
-import hlviz.plotting_plane as pp
+import hlviz.toy.plots as pp
 from hlviz import toy
 from hlviz.errors import (
     EmptySelectionError,

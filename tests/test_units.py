@@ -1,4 +1,4 @@
-"""hlviz.units and hlviz.featurevis: receptive fields against gradients, top-k patches against a
+"""hlviz.units and hlviz.units.featurevis: receptive fields against gradients, top-k patches against a
 brute-force pass, unit statistics against hand computation, feature visualisation that raises
 its objective and never leaves a hook."""
 
@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 import hlviz
-from hlviz import featurevis as fv
 from hlviz import units
 from hlviz.errors import (
     LayerShapeError,
@@ -21,6 +20,7 @@ from hlviz.errors import (
     UnitIndexError,
 )
 from hlviz.testing import assert_no_hooks
+from hlviz.units import featurevis as fv
 
 from .zoo import Blocks
 
@@ -350,7 +350,9 @@ def test_visualize_errors_leave_no_hooks_and_restore_the_mode():
         fv.visualize(model, fv.channel("features.4", 99), shape=(1, 1, 8, 8), steps=2)
     assert model.training
     assert_no_hooks(model)
-    with pytest.raises(OptionTypeError, match="objective must be an hlviz.featurevis.Objective"):
+    with pytest.raises(
+        OptionTypeError, match="objective must be an hlviz.units.featurevis.Objective"
+    ):
         fv.visualize(model, "features.4")
     with pytest.raises(OptionError, match="steps must be a positive int"):
         fv.visualize(model, fv.channel("features.4", 0), steps=0)

@@ -57,7 +57,7 @@ def load_float16(
     """
     from safetensors import safe_open
 
-    from ..datasets import verified_data_file
+    from ..datasets.files import verified_data_file
 
     if path is None:
         path = verified_data_file(checkpoint, rebuild)

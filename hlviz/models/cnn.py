@@ -141,7 +141,7 @@ def load_small_cnn(seed: int = 0, step: str = "final", *, device: str | None = N
     """
     from safetensors import safe_open
 
-    from ..datasets import verified_data_file
+    from ..datasets.files import verified_data_file
 
     path = verified_data_file(checkpoint_name(seed, step), _REBUILD)
     with safe_open(str(path), framework="pt") as f:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import OptionError, OptionTypeError
-from ..layers import check_module
+from ..hooks.layers import check_module
 from ..runtime import model_device
 
 if TYPE_CHECKING:

@@ -1,0 +1,228 @@
+"""Linear probes with the scikit-learn contract, fitted in torch (CPU or GPU).
+
+>>> import torch, hlviz
+>>> X = torch.randn(200, 5); y = (X[:, 0] > 0).long()
+>>> probe = hlviz.probes.LinearProbe().fit(X[:150], y[:150])
+>>> probe.score(X[150:], y[150:]) > 0.9
+True
+
+A probe asks how much of a property a layer's activations hold *linearly*. It is a
+multinomial logistic regression (classification) or a ridge regression (continuous
+targets) on standardised features; the standardisation is fit on the training rows
+only, so no statistic of the test rows leaks into the fit. Classification is solved by
+a preconditioned L-BFGS (:mod:`hlviz.probes._lbfgs`) that also fits every probe of a layer
+sweep in one batch (:func:`hlviz.probes.probe_layers`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+
+from ..errors import NotFittedError, OptionError, ShapeMismatchError
+from ._lbfgs import Problems, fit_softmax
+
+__all__ = ["LinearProbe"]
+
+TASKS = ("auto", "classification", "regression")
+
+
+def _as_2d(X: Any, device: torch.device | None, name: str = "X") -> torch.Tensor:
+    """Rows of features as a float tensor ``(n, d)``; extra axes are flattened."""
+    tensor = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
+    if tensor.dim() < 2:
+        raise ShapeMismatchError(
+            f"{name} must have one row per example and at least one feature, got shape "
+            f"{tuple(tensor.shape)}; reshape a single feature with X.reshape(-1, 1)."
+        )
+    tensor = tensor.reshape(tensor.shape[0], -1).to(dtype=torch.float32)
+    if not torch.isfinite(tensor).all():
+        raise OptionError(
+            f"{name} holds NaN or infinite values; clean or impute them before probing."
+        )
+    return tensor.to(device) if device is not None else tensor
+
+
+def standardizer(X: torch.Tensor, standardize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and scale of rows ``X`` ``(n, d)``, in float64 (float32 sums lose
+    features whose spread is tiny next to their mean); constant features get scale inf."""
+    if not standardize:
+        zeros = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+        return zeros, zeros + 1
+    X64 = X.double()
+    mean, std = X64.mean(0), X64.std(0, unbiased=False)
+    # a feature constant on the training rows (up to rounding) carries nothing: an infinite
+    # scale maps it to 0 on every row, instead of blowing rounding noise up to unit variance
+    constant = (std < 1e-8) | (std < 1e-7 * mean.abs())
+    return mean, torch.where(constant, torch.full_like(std, float("inf")), std)
+
+
+def standardize_rows(X: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``(X - mean) / scale`` computed in float64, returned as float32."""
+    return ((X.double() - mean) / scale).float()
+
+
+class LinearProbe(BaseEstimator):
+    """A linear read-out of a representation: ``fit(X, y)``, ``predict``, ``score``.
+
+    Args:
+        task: ``"classification"`` (integer labels: softmax regression), ``"regression"``
+            (float targets, ``(n,)`` or ``(n, k)``: ridge), or ``"auto"`` (integer or bool
+            labels -> classification, floats -> regression).
+        C: inverse L2 strength for classification, as in scikit-learn's
+            ``LogisticRegression`` (minimises ``C * sum(cross-entropy) + |W|^2 / 2``).
+        alpha: L2 strength for regression, as in scikit-learn's ``Ridge``.
+        max_iter: L-BFGS iterations for classification.
+        tol: stop when no gradient entry of the (mean) objective exceeds this, as
+            scikit-learn's ``LogisticRegression(tol=...)`` with the lbfgs solver.
+        standardize: scale each feature to zero mean and unit variance (train rows only).
+        device: where to fit (``None``: the device of ``X``).
+
+    Learned state ends in ``_``: ``classes_``, ``coef_`` ``(classes, d)`` or ``(k, d)``,
+    ``intercept_``, ``mean_``, ``scale_``, ``n_iter_``. ``score`` is accuracy for
+    classification and R^2 for regression.
+    """
+
+    def __init__(
+        self,
+        task: str = "auto",
+        *,
+        C: float = 1.0,
+        alpha: float = 1.0,
+        max_iter: int = 200,
+        tol: float = 1e-4,
+        standardize: bool = True,
+        device: str | torch.device | None = None,
+    ):
+        self.task = task
+        self.C = C
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.tol = tol
+        self.standardize = standardize
+        self.device = device
+
+    # ------------------------------------------------------------------ fit
+    def _check_params(self) -> None:
+        if self.task not in TASKS:
+            raise OptionError(f"task={self.task!r} is not one of {TASKS}.")
+        if not self.C > 0 or not self.alpha >= 0:
+            raise OptionError(
+                f"C must be > 0 and alpha >= 0, got C={self.C!r}, alpha={self.alpha!r}."
+            )
+        if not isinstance(self.max_iter, int) or self.max_iter < 1:
+            raise OptionError(f"max_iter must be a positive int, got {self.max_iter!r}.")
+
+    def _resolve_task(self, y: torch.Tensor) -> str:
+        if self.task != "auto":
+            return self.task
+        if y.dtype in (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+            return "classification"
+        return "regression"
+
+    def fit(self, X: Any, y: Any) -> LinearProbe:
+        """Fit on rows ``X`` ``(n, ...)`` and targets ``y`` ``(n,)`` (or ``(n, k)`` for regression)."""
+        self._check_params()
+        device = torch.device(self.device) if self.device is not None else None
+        X = _as_2d(X, device)
+        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(X.device)
+        if y.shape[0] != X.shape[0]:
+            raise ShapeMismatchError(
+                f"X has {X.shape[0]} rows but y has {y.shape[0]}; give one target per row."
+            )
+        self.task_ = self._resolve_task(y)
+        self.mean_, self.scale_ = standardizer(X, self.standardize)
+        Z = standardize_rows(X, self.mean_, self.scale_)
+        if self.task_ == "classification":
+            self._fit_logistic(Z, y)
+        else:
+            self._fit_ridge(Z, y.to(torch.float32))
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _fit_logistic(self, Z: torch.Tensor, y: torch.Tensor) -> None:
+        if y.dim() != 1:
+            raise ShapeMismatchError(
+                f"classification needs one label per row, y of shape (n,); got {tuple(y.shape)}."
+            )
+        classes, codes = torch.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise OptionError(
+                f"y holds a single class ({classes.tolist()}); a probe needs at least two."
+            )
+        n = Z.shape[0]
+        ones = torch.ones(1, 1, Z.shape[1], device=Z.device)
+        problems = Problems(
+            Z[None],
+            codes[None],
+            torch.full((1, n), 1.0 / n, device=Z.device),
+            torch.zeros(1, len(classes), dtype=torch.bool, device=Z.device),
+            0.0 * ones,
+            ones,
+            torch.full((1,), 1.0 / (self.C * n), device=Z.device),
+        )
+        fit = fit_softmax(problems, max_iter=self.max_iter, tol=self.tol)
+        self.classes_ = classes.cpu().numpy()
+        self.coef_ = fit.coef[0, 0]
+        self.intercept_ = fit.intercept[0, 0]
+        self.n_iter_ = int(fit.n_iter[0, 0])
+
+    def _fit_ridge(self, Z: torch.Tensor, y: torch.Tensor) -> None:
+        target = y if y.dim() == 2 else y[:, None]
+        y_mean = target.mean(0)
+        Zd = Z.double()
+        gram = Zd.T @ Zd + self.alpha * torch.eye(Z.shape[1], dtype=torch.float64, device=Z.device)
+        coef = torch.linalg.solve(gram, Zd.T @ (target - y_mean).double()).T.float()
+        self.coef_ = coef
+        self.intercept_ = y_mean
+        self._single_target = y.dim() == 1
+        self.n_iter_ = 1
+
+    # ------------------------------------------------------------------ use
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError(
+                "this LinearProbe is not fitted yet: call probe.fit(X_train, y_train) first."
+            )
+
+    def _standardised(self, X: Any) -> torch.Tensor:
+        self._check_fitted()
+        X = _as_2d(X, self.coef_.device)
+        if X.shape[1] != self.n_features_in_:
+            raise ShapeMismatchError(
+                f"X has {X.shape[1]} features but the probe was fit on {self.n_features_in_}; "
+                "give activations of the same layer."
+            )
+        return standardize_rows(X, self.mean_, self.scale_)
+
+    def decision_function(self, X: Any) -> torch.Tensor:
+        """Logits ``(n, classes)`` (classification) or predictions (regression)."""
+        return self._standardised(X) @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, X: Any) -> torch.Tensor:
+        """Class probabilities ``(n, classes)``, columns in the order of ``classes_``."""
+        if getattr(self, "task_", None) == "regression":
+            raise OptionError("predict_proba is for classification probes; this one regresses.")
+        return self.decision_function(X).softmax(1)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels (classification) or values (regression), as a NumPy array."""
+        out = self.decision_function(X)
+        if self.task_ == "classification":
+            return self.classes_[out.argmax(1).cpu().numpy()]
+        out = out.cpu().numpy()
+        return out[:, 0] if self._single_target else out
+
+    def score(self, X: Any, y: Any) -> float:
+        """Accuracy (classification) or the coefficient of determination R^2 (regression)."""
+        pred = self.predict(X)
+        y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+        if self.task_ == "classification":
+            return float((pred == y).mean())
+        y = y.reshape(pred.shape).astype(np.float64)
+        resid = ((y - pred) ** 2).sum(0)
+        total = ((y - y.mean(0)) ** 2).sum(0)
+        return float(np.mean(1.0 - resid / np.maximum(total, 1e-12)))

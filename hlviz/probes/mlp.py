@@ -1,0 +1,157 @@
+"""An opt-in non-linear probe: one hidden layer, the scikit-learn contract, fitted in torch.
+
+>>> import torch, hlviz
+>>> X = torch.randn(400, 2); y = ((X[:, 0] * X[:, 1]) > 0).long()   # XOR: not linear
+>>> mlp = hlviz.probes.MLPProbe(hidden=32).fit(X[:300], y[:300])
+>>> mlp.score(X[300:], y[300:]) > 0.85
+True
+
+A more expressive probe finds more, including structure the model never uses and labels
+it could memorise (Hewitt & Liang 2019): report an MLP probe's score together with its
+control task, e.g. ``probe_layers(acts, y, types=..., probe=MLPProbe())``, and read the
+selectivity, not the accuracy alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+
+from ..errors import NotFittedError, OptionError, ShapeMismatchError
+from .linear import _as_2d, standardize_rows, standardizer
+
+__all__ = ["MLPProbe"]
+
+
+class MLPProbe(BaseEstimator):
+    """Softmax classifier on one hidden ReLU layer, trained full-batch by L-BFGS.
+
+    Args:
+        hidden: width of the hidden layer.
+        alpha: L2 penalty on the weights, added to the mean cross-entropy as
+            ``alpha / 2 * |W|^2`` (as scikit-learn's ``MLPClassifier(alpha=...)``).
+        max_iter: L-BFGS iterations.
+        standardize: scale features to zero mean, unit variance (training rows only).
+        seed: initialisation seed (fits are deterministic for a given seed).
+        task: ``"auto"`` or ``"classification"`` (regression is not supported here).
+        device: where to fit (``None``: the device of ``X``).
+
+    Learned state: ``classes_``, ``mean_``, ``scale_``, ``net_`` (the torch module), ``n_iter_``.
+    """
+
+    def __init__(
+        self,
+        hidden: int = 64,
+        *,
+        alpha: float = 1e-3,
+        max_iter: int = 200,
+        standardize: bool = True,
+        seed: int = 0,
+        task: str = "auto",
+        device: str | torch.device | None = None,
+    ):
+        self.hidden = hidden
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.standardize = standardize
+        self.seed = seed
+        self.task = task
+        self.device = device
+
+    def _check_params(self, y: torch.Tensor) -> None:
+        if not isinstance(self.hidden, int) or self.hidden < 1:
+            raise OptionError(f"hidden must be a positive int, got {self.hidden!r}.")
+        if not self.alpha >= 0 or not isinstance(self.max_iter, int) or self.max_iter < 1:
+            raise OptionError(
+                f"alpha must be >= 0 and max_iter a positive int, got alpha={self.alpha!r}, "
+                f"max_iter={self.max_iter!r}."
+            )
+        if self.task not in ("auto", "classification") or y.is_floating_point():
+            raise OptionError(
+                f"MLPProbe classifies integer labels; got task={self.task!r} and labels of "
+                f"dtype {y.dtype}. Use LinearProbe(task='regression') for continuous targets."
+            )
+
+    def fit(self, X: Any, y: Any) -> MLPProbe:
+        """Fit on rows ``X`` ``(n, ...)`` and integer labels ``y`` ``(n,)``."""
+        device = torch.device(self.device) if self.device is not None else None
+        X = _as_2d(X, device)
+        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(X.device)
+        self._check_params(y)
+        if y.dim() != 1 or y.shape[0] != X.shape[0]:
+            raise ShapeMismatchError(
+                f"y must hold one label per row of X: X has {X.shape[0]} rows, y has shape "
+                f"{tuple(y.shape)}."
+            )
+        classes, codes = torch.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise OptionError(
+                f"y holds a single class ({classes.tolist()}); a probe needs at least two."
+            )
+        self.mean_, self.scale_ = standardizer(X, self.standardize)
+        Z = standardize_rows(X, self.mean_, self.scale_)
+        generator = torch.Generator().manual_seed(self.seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(X.shape[1], self.hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(self.hidden, len(classes)),
+        )
+        with torch.no_grad():
+            for layer in (net[0], net[2]):
+                bound = layer.in_features**-0.5
+                layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) * 2 - 1)
+                layer.weight.mul_(bound)
+                layer.bias.zero_()
+        net = net.to(X.device)
+        weights = [net[0].weight, net[2].weight]
+        opt = torch.optim.LBFGS(
+            net.parameters(),
+            max_iter=self.max_iter,
+            tolerance_grad=1e-5,
+            tolerance_change=1e-9,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(Z), codes)
+            loss = loss + 0.5 * self.alpha * sum((w * w).sum() for w in weights)
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        net.requires_grad_(False).eval()
+        self.net_ = net
+        self.classes_ = classes.cpu().numpy()
+        self.n_iter_ = opt.state[opt._params[0]].get("n_iter", 0)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X: Any) -> torch.Tensor:
+        """Class probabilities ``(n, classes)``, columns in the order of ``classes_``."""
+        if not hasattr(self, "net_"):
+            raise NotFittedError(
+                "this MLPProbe is not fitted yet: call probe.fit(X_train, y_train) first."
+            )
+        X = _as_2d(X, self.mean_.device)
+        if X.shape[1] != self.n_features_in_:
+            raise ShapeMismatchError(
+                f"X has {X.shape[1]} features but the probe was fit on {self.n_features_in_}; "
+                "give activations of the same layer."
+            )
+        return self.net_(standardize_rows(X, self.mean_, self.scale_)).softmax(1)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels, as a NumPy array."""
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(1).cpu().numpy()]
+
+    def score(self, X: Any, y: Any) -> float:
+        """Accuracy on ``(X, y)``."""
+        y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+        return float((self.predict(X) == y).mean())

@@ -1,0 +1,461 @@
+"""What each attention head looks at: score every head against a pattern of keys.
+
+>>> import torch
+>>> from hlviz.transformer import attention
+>>> mask = torch.ones(1, 4, dtype=torch.bool)
+>>> attn = torch.zeros(1, 1, 2, 4, 4)          # (N, layers, heads, queries, keys)
+>>> attn[0, 0, 0] = torch.eye(4).roll(-1, 1)   # head 0 looks at the previous token
+>>> attn[0, 0, 1] = torch.eye(4)               # head 1 looks at itself
+>>> attention.head_scores(attn, attention.previous_token(mask), mask).round(2).tolist()
+[[0.75, 0.0]]
+
+A pattern is a boolean ``(N, T, T)`` tensor (query x key) marking the keys a head of that
+kind attends to; a head's score is the attention mass it puts on those keys, averaged over
+the query positions that count (``queries``). A score of 1 means the head attends only
+there; the mean over all heads is the baseline to compare with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import EmptySelectionError, OptionError, OptionTypeError, ShapeMismatchError
+from ..hooks.context import HookContext, _mark
+from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
+from ..runtime import run_model
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = [
+    "AttentionMaps",
+    "capture",
+    "head_scores",
+    "induction",
+    "matching_bracket",
+    "previous_token",
+    "same_word",
+    "to_token",
+]
+
+
+def _stack(attentions: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """``(N, layers, heads, T, T)`` from a tensor or from a model's per-layer tuple."""
+    if isinstance(attentions, torch.Tensor):
+        attn = attentions
+    else:
+        attn = torch.stack([torch.as_tensor(a) for a in attentions], 1)
+    if attn.dim() != 5 or attn.shape[-1] != attn.shape[-2]:
+        raise ShapeMismatchError(
+            "attentions must be (N, layers, heads, T, T), or a sequence of (N, heads, T, T) per "
+            f"layer as in a Hugging Face output's .attentions; got shape {tuple(attn.shape)}."
+        )
+    return attn.detach().float().cpu()
+
+
+def head_scores(
+    attentions: torch.Tensor | Sequence[torch.Tensor],
+    pattern: torch.Tensor,
+    queries: torch.Tensor,
+) -> np.ndarray:
+    """Attention mass each head puts on ``pattern``'s keys, averaged over ``queries``.
+
+    Args:
+        attentions: ``(N, layers, heads, T, T)``, or the per-layer ``(N, heads, T, T)``
+            tuple a Hugging Face model returns with ``output_attentions=True``.
+        pattern: ``(N, T, T)`` bool, query x key: the keys that count for each query.
+        queries: ``(N, T)`` bool: the query positions to average over (e.g. real tokens).
+
+    Returns ``(layers, heads)`` scores in [0, 1].
+    """
+    attn = _stack(attentions)
+    n, _, _, t, _ = attn.shape
+    pattern, queries = torch.as_tensor(pattern).bool().cpu(), torch.as_tensor(queries).bool().cpu()
+    if pattern.shape != (n, t, t) or queries.shape != (n, t):
+        raise ShapeMismatchError(
+            f"for attentions of {n} sequences of {t} positions, pattern must be {(n, t, t)} and "
+            f"queries {(n, t)}; got {tuple(pattern.shape)} and {tuple(queries.shape)}."
+        )
+    if not queries.any():
+        raise ShapeMismatchError("queries selects no position; mark at least one query as True.")
+    mass = (attn * pattern[:, None, None].float()).sum(-1)  # (N, layers, heads, T)
+    weight = queries[:, None, None].float()
+    return ((mass * weight).sum((0, 3)) / weight.sum((0, 3))).numpy()
+
+
+def previous_token(mask: torch.Tensor) -> torch.Tensor:
+    """``(N, T, T)``: each query's key is the position just before it (within ``mask``)."""
+    mask = torch.as_tensor(mask).bool()
+    t = mask.shape[-1]
+    before = torch.diag_embed(torch.ones(t - 1), offset=-1).bool()
+    return before[None] & mask[:, :, None] & mask[:, None, :]
+
+
+def to_token(ids: torch.Tensor, token_id: int) -> torch.Tensor:
+    """``(N, T, T)``: every query's keys are the positions holding ``token_id`` (e.g. [SEP])."""
+    ids = torch.as_tensor(ids)
+    return (ids == token_id)[:, None, :].expand(-1, ids.shape[1], -1)
+
+
+def same_word(word_of: torch.Tensor) -> torch.Tensor:
+    """``(N, T, T)``: the other pieces of the same word (``word_of``: word id per piece, -1 none)."""
+    word_of = torch.as_tensor(word_of)
+    same = (word_of[:, :, None] == word_of[:, None, :]) & (word_of[:, :, None] >= 0)
+    return same & ~torch.eye(word_of.shape[1], dtype=torch.bool)
+
+
+def matching_bracket(
+    ids: torch.Tensor, opening: Sequence[int], closing: Sequence[int]
+) -> torch.Tensor:
+    """``(N, T, T)``: a closing bracket's key is its opening bracket; other queries have none.
+
+    >>> ids = torch.tensor([[0, 1, 0, 2, 2]])   # "( x ( ) )" with 0 = "(", 2 = ")"
+    >>> matching_bracket(ids, [0], [2])[0].nonzero().tolist()
+    [[3, 2], [4, 0]]
+
+    ``opening[i]`` pairs with ``closing[i]`` (token ids, e.g. ``corpus.encode("([{")``); a
+    closing bracket that matches no open one (or the wrong kind) gets no key. Use the rows
+    that have a key as ``queries`` of :func:`head_scores` (``pattern.any(-1)``).
+    """
+    ids = torch.as_tensor(ids)
+    opening, closing = [int(i) for i in opening], [int(i) for i in closing]
+    if len(opening) != len(closing) or not opening:
+        raise OptionError(
+            f"opening and closing must pair up one to one; got {len(opening)} opening and "
+            f"{len(closing)} closing ids."
+        )
+    pair = dict(zip(closing, opening, strict=True))
+    n, t = ids.shape
+    pattern = torch.zeros(n, t, t, dtype=torch.bool)
+    rows = ids.tolist()
+    for i, row in enumerate(rows):
+        stack: list[int] = []
+        for pos, token in enumerate(row):
+            if token in opening:
+                stack.append(pos)
+            elif token in pair and stack:
+                start = stack.pop()
+                if row[start] == pair[token]:
+                    pattern[i, pos, start] = True
+                else:
+                    stack.clear()  # mismatched brackets: lose track rather than guess
+    return pattern
+
+
+def induction(ids: torch.Tensor, *, prefix: int = 1) -> torch.Tensor:
+    """``(N, T, T)``: keys that follow an earlier copy of the ``prefix`` tokens ending at the query.
+
+    >>> ids = torch.tensor([[5, 6, 7, 5, 6]])
+    >>> induction(ids)[0].nonzero().tolist()   # at the second 5, look at what followed the first: 6
+    [[3, 1], [4, 2]]
+
+    An induction or copying head attends there: having seen ``A B ... A``, it looks at the
+    ``B`` that followed the earlier ``A`` (to predict ``B`` again). With characters a
+    single-token prefix repeats constantly; ``prefix=3`` asks for the last three characters
+    to repeat.
+    """
+    ids = torch.as_tensor(ids)
+    if isinstance(prefix, bool) or not isinstance(prefix, int) or prefix < 1:
+        raise OptionError(f"prefix must be a positive int, got {prefix!r}.")
+    n, t = ids.shape
+    same = torch.ones(n, t, t, dtype=torch.bool)
+    for k in range(prefix):
+        # query q and key s match when ids[q - k] == ids[s - 1 - k]
+        q = ids[:, None, :].new_full((n, t), -1)
+        q[:, k:] = ids[:, : t - k]
+        s = ids.new_full((n, t), -2)
+        s[:, k + 1 :] = ids[:, : t - k - 1]
+        same &= q[:, :, None] == s[:, None, :]
+    causal = torch.ones(t, t, dtype=torch.bool).tril(-1)  # keys strictly before the query
+    return same & causal
+
+
+# ------------------------------------------------------------------ capturing patterns
+@dataclass(frozen=True)
+class AttentionMaps:
+    """Attention patterns of several layers: ``patterns`` is ``(L, N, H, T, S)`` (float32, CPU).
+
+    >>> from hlviz.models.gpt import CharGPT
+    >>> _ = torch.manual_seed(0)
+    >>> maps = capture(CharGPT(vocab_size=10, d_model=16, n_heads=2, n_layers=2), torch.randint(0, 10, (3, 5)))
+    >>> tuple(maps.patterns.shape), maps.layers
+    ((2, 3, 2, 5, 5), ('blocks.0.attn.pattern', 'blocks.1.attn.pattern'))
+    >>> mask = torch.ones(3, 5, dtype=torch.bool)
+    >>> head_scores(maps, previous_token(mask), mask).shape     # (layers, heads)
+    (2, 2)
+
+    Rows are queries, columns keys (``S == T`` for self-attention). It iterates like the
+    ``.attentions`` tuple of a Hugging Face output (one ``(N, H, T, S)`` tensor per layer),
+    so it goes straight into :func:`head_scores`.
+    """
+
+    patterns: torch.Tensor
+    layers: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.patterns[index]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self.patterns)
+
+    def _layer_index(self, layer: int | str) -> int:
+        if isinstance(layer, str):
+            if layer not in self.layers:
+                raise OptionError(f"layer {layer!r} was not captured; choose one of {self.layers}.")
+            return self.layers.index(layer)
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise OptionTypeError(f"layer must be an int or a name, got {layer!r}.")
+        if not -len(self) <= layer < len(self):
+            raise OptionError(f"layer {layer} is out of range for {len(self)} captured layers.")
+        return layer % len(self)
+
+    def summary(self):
+        """A ``pandas.DataFrame``, one row per (layer, head): the mean over examples and queries of
+        the pattern's entropy (nats), its largest weight, and the weight on the query's own
+        position, the position before it, and the first position."""
+        import pandas as pd
+
+        p = self.patterns
+        t, s = p.shape[-2:]
+        entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)  # (L, N, H, T)
+        eye = torch.eye(t, s, dtype=torch.bool)
+        before = torch.zeros(t, s, dtype=torch.bool)
+        steps = torch.arange(1, min(t, s + 1))
+        before[steps, steps - 1] = True
+        rows = []
+        for li, name in enumerate(self.layers):
+            for h in range(p.shape[2]):
+                head = p[li, :, h]  # (N, T, S)
+                rows.append(
+                    {
+                        "layer": name,
+                        "head": h,
+                        "entropy": float(entropy[li, :, h].mean()),
+                        "max_weight": float(head.amax(-1).mean()),
+                        "self": float((head * eye).sum(-1).mean()),
+                        "previous": float((head * before).sum(-1)[:, 1:].mean()) if t > 1 else 0.0,
+                        "first": float(head[..., 0].mean()),
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    def plot(
+        self,
+        layer: int | str = 0,
+        head: int = 0,
+        example: int = 0,
+        tokens: Sequence[str] | None = None,
+        *,
+        ax: Axes | None = None,
+    ) -> Axes:
+        """Heat map of one head's pattern (queries down, keys across); returns the ``Axes``."""
+        from .plots import plot_attention_pattern
+
+        index = self._layer_index(layer)
+        n, h = self.patterns.shape[1:3]
+        if not (-h <= head < h and -n <= example < n):
+            raise OptionError(
+                f"head {head} / example {example} out of range: the maps hold {h} heads and "
+                f"{n} examples."
+            )
+        pattern = self.patterns[index, example, head].numpy()
+        title = f"{self.layers[index]}, head {head % h}"
+        return plot_attention_pattern(pattern, tokens=tokens, title=title, ax=ax)
+
+
+def _is_hf(model: nn.Module) -> bool:
+    return hasattr(model, "config") and hasattr(model.config, "_attn_implementation")
+
+
+def _stack_layers(values: dict[str, torch.Tensor], hf: bool = False) -> AttentionMaps:
+    shapes = {name: tuple(v.shape) for name, v in values.items()}
+    for name, shape in shapes.items():
+        if len(shape) != 4:
+            hint = (
+                " This is a Hugging Face model: its layers= are integer indices into "
+                "outputs.attentions (e.g. layers=[0, 1], or None for all), not module names."
+                if hf
+                else ""
+            )
+            raise ShapeMismatchError(
+                f"layer {name!r} outputs shape {shape}, not an attention pattern (N, heads, T, T); "
+                "pass the layers that output the softmaxed attention (e.g. '**.attn.pattern')."
+                + hint
+            )
+    if len(set(shapes.values())) > 1:
+        raise ShapeMismatchError(
+            f"the attention layers differ in shape ({shapes}); capture layers with the same "
+            "number of heads and positions in one call."
+        )
+    patterns = torch.stack([v.detach().float().cpu() for v in values.values()])
+    return AttentionMaps(patterns, tuple(values))
+
+
+class _MHAWeights(HookContext):
+    """Makes ``nn.MultiheadAttention`` layers compute per-head weights, keeps them, and hands
+    the caller the output it asked for (no weights, or averaged ones)."""
+
+    def __init__(self, model: nn.Module, layers: list[str]):
+        super().__init__(model, layers)
+        self.weights: dict[str, list[torch.Tensor]] = {n: [] for n in self._names}
+
+    def _attach(self, model: nn.Module, modules: dict[str, nn.Module]) -> None:
+        for name, module in modules.items():
+            asked: list[tuple[bool, bool]] = []
+
+            def pre(mod, args, kwargs, asked=asked):
+                args = list(args)
+                need = args[4] if len(args) > 4 else kwargs.get("need_weights", True)
+                avg = args[6] if len(args) > 6 else kwargs.get("average_attn_weights", True)
+                asked.append((bool(need), bool(avg)))
+                for pos, key, value in (
+                    (4, "need_weights", True),
+                    (6, "average_attn_weights", False),
+                ):
+                    if len(args) > pos:
+                        args[pos] = value
+                    else:
+                        kwargs[key] = value
+                return tuple(args), kwargs
+
+            def post(mod, args, output, name=name, asked=asked):
+                need, avg = asked.pop()
+                out, weights = output
+                self.weights[name].append(weights.detach())
+                if not need:
+                    return out, None
+                # per-head weights are (N, H, L, S), or (H, L, S) for an unbatched call
+                return out, weights.mean(weights.dim() - 3) if avg else weights
+
+            self._add(module.register_forward_pre_hook(_mark(pre), with_kwargs=True))
+            self._add(module.register_forward_hook(_mark(post)))
+
+
+def _capture_hf(model: nn.Module, inputs: Any, layers: Any) -> AttentionMaps:
+    if isinstance(inputs, Mapping):
+        kwargs = dict(inputs)
+    elif isinstance(inputs, torch.Tensor):
+        kwargs = {"input_ids": inputs}
+    else:
+        raise OptionTypeError(
+            "a Hugging Face model takes a tokenizer's output (a dict) or a tensor of input ids, "
+            f"got {type(inputs).__name__}."
+        )
+    with torch.no_grad():
+        out = run_model(model, {**kwargs, "output_attentions": True})
+    attentions = getattr(out, "attentions", None)
+    if not attentions or any(a is None for a in attentions):
+        impl = model.config._attn_implementation
+        raise OptionError(
+            f"the model returned no attention weights (attn_implementation={impl!r}: fused "
+            'sdpa/flash kernels never form them). Load it with attn_implementation="eager", '
+            'e.g. AutoModel.from_pretrained(name, attn_implementation="eager"), or call '
+            'model.set_attn_implementation("eager") first.'
+        )
+    count = len(attentions)
+    chosen = list(range(count)) if layers is None else list(layers)
+    bad = [i for i in chosen if not -count <= i < count]
+    if bad:
+        raise OptionError(
+            f"layers {bad} are out of range: the model returned {count} attention layers; "
+            f"give indices 0..{count - 1} (or None for all)."
+        )
+    return _stack_layers({f"attentions.{i % count}": attentions[i] for i in chosen})
+
+
+def capture(model: nn.Module, inputs: Any, layers: LayerSpec | None = None) -> AttentionMaps:
+    """Run ``model`` once on ``inputs`` and return the attention patterns of ``layers``.
+
+    >>> layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    >>> model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    >>> maps = capture(model, torch.randn(3, 5, 8))   # every nn.MultiheadAttention
+    >>> tuple(maps.patterns.shape), maps.layers[0]
+    ((2, 3, 2, 5, 5), 'layers.0.self_attn')
+
+    Three kinds of model are understood:
+
+    * models whose attention pattern is a layer of its own (an identity module whose
+      output is ``(N, H, T, T)``, as ``attn.pattern`` in :class:`~hlviz.models.gpt.CharGPT`):
+      ``layers`` defaults to every module named ``pattern``;
+    * ``nn.MultiheadAttention`` layers (the default when there is no ``pattern`` layer):
+      for this call they compute per-head weights (``need_weights=True,
+      average_attn_weights=False``) and the caller still receives what it asked for;
+    * Hugging Face models (neither of the above): called with ``output_attentions=True``;
+      ``layers`` are then integer indices into the returned ``attentions`` (default all).
+      Models loaded with sdpa or flash attention return none and are refused.
+
+    ``nn.MultiheadAttention`` must be called on batched inputs (``(N, T, E)`` with
+    ``batch_first=True``, else ``(T, N, E)``); an unbatched call is refused with a
+    :class:`~hlviz.errors.ShapeMismatchError` after the model ran unchanged.
+
+    ``inputs`` is a tensor, a tuple of arguments or a dict of keyword arguments. Hooks are
+    removed when the call returns, even when the model raises.
+    """
+    check_module(model)
+    inner = unwrap(model)
+    modules = dict(inner.named_modules())
+    if layers is None:
+        names = [n for n in modules if n.rpartition(".")[2] == "pattern"]
+        if not names:
+            names = [n for n, m in modules.items() if isinstance(m, nn.MultiheadAttention)]
+        if not names:
+            if _is_hf(inner):
+                return _capture_hf(model, inputs, None)
+            raise EmptySelectionError(
+                f"{type(inner).__name__} has no layer named 'pattern', no nn.MultiheadAttention "
+                "and is not a Hugging Face model; pass layers= the modules that output the "
+                "attention pattern (N, heads, T, T)."
+            )
+    elif (
+        _is_hf(inner)
+        and isinstance(layers, (list, tuple, range))
+        and layers
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in layers)
+    ):
+        return _capture_hf(model, inputs, layers)
+    else:
+        names = resolve(inner, layers)
+    if all(isinstance(modules[n], nn.MultiheadAttention) for n in names):
+        ctx = _MHAWeights(model, names)
+        with torch.no_grad(), ctx:
+            run_model(model, inputs)
+        values = {}
+        for name in names:
+            calls = ctx.weights[name]
+            if len(calls) != 1:
+                raise ShapeMismatchError(
+                    f"layer {name!r} ran {len(calls)} times in the forward pass; capture needs "
+                    "each attention layer to run exactly once."
+                )
+            if calls[0].dim() != 4:
+                raise ShapeMismatchError(
+                    f"layer {name!r} was called without a batch (its per-head weights are "
+                    f"{tuple(calls[0].shape)}, (heads, T, S)); capture needs batched inputs: "
+                    "(N, T, E) with batch_first=True, or (T, N, E), the layout the module uses "
+                    "otherwise. Add a batch axis, e.g. x[None] or x.unsqueeze(1)."
+                )
+            values[name] = calls[0]
+        return _stack_layers(values)
+    from ..hooks.recording import record
+
+    with torch.no_grad(), record(model, names) as rec:
+        run_model(model, inputs)
+    values = {}
+    for name in names:
+        value = rec[name]
+        if isinstance(value, list):
+            raise ShapeMismatchError(
+                f"layer {name!r} ran {len(value)} times in the forward pass; capture needs each "
+                "attention layer to run exactly once."
+            )
+        values[name] = value
+    return _stack_layers(values, hf=_is_hf(inner))
