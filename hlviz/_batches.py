@@ -434,3 +434,37 @@ def check_rows(arrays, schema: dict, batch: int) -> None:
                 "(e.g. 'mean' or 'last'), tokens=True for one row per token, or pad every batch "
                 "to the same length."
             )
+
+
+def labelled_batches(
+    data: Any, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(inputs, labels or None) from a tensor, an ImageSplit/(X, y) pair, or an iterable of batches."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise OptionError(f"batch_size must be a positive int, got {batch_size!r}.")
+    if isinstance(data, torch.Tensor):
+        data = (data, None)
+    if hasattr(data, "X") and hasattr(data, "y"):
+        data = (data.X, data.y)
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        X, y = data
+        for start in range(0, len(X), batch_size):
+            yield (
+                X[start : start + batch_size],
+                None if y is None else y[start : start + batch_size],
+            )
+        return
+    if not isinstance(data, Iterable):
+        raise OptionTypeError(
+            f"data must be a tensor (N, C, H, W), an ImageSplit, an (X, y) pair or an iterable of "
+            f"batches (a DataLoader), got {type(data).__name__}."
+        )
+    for batch in data:
+        if isinstance(batch, torch.Tensor):
+            yield batch, None
+        elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+            yield batch[0], batch[1] if len(batch) > 1 else None
+        else:
+            raise OptionTypeError(
+                f"each batch must be a tensor or an (inputs, labels) pair, got {type(batch).__name__}."
+            )

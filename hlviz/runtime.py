@@ -8,6 +8,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from collections.abc import Mapping
@@ -19,7 +20,6 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .errors import OptionError
-from .hooks.layers import unwrap
 
 __all__ = [
     "default_device",
@@ -71,7 +71,7 @@ def progress_enabled() -> bool:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a model with none)."""
-    for tensor in (*model.parameters(), *model.buffers()):
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
         return tensor.device
     return torch.device("cpu")
 
@@ -91,7 +91,7 @@ def _to_device(value: Any, device: torch.device) -> Any:
 def run_model(model: nn.Module, inputs: Any) -> Any:
     """Call ``model`` on ``inputs``: a tensor, a tuple of arguments, or a mapping of keyword
     arguments (e.g. a tokenizer's output). Tensors are moved to the model's device."""
-    inputs = _to_device(inputs, model_device(unwrap(model)))
+    inputs = _to_device(inputs, model_device(model))
     if isinstance(inputs, Mapping):
         return model(**inputs)
     if isinstance(inputs, tuple) and not isinstance(inputs, PackedSequence):

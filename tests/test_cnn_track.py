@@ -114,13 +114,13 @@ def test_missing_or_damaged_files_say_how_to_rebuild(tmp_path, monkeypatch, name
 def test_full_set_from_a_folder_or_the_environment(fake_full, monkeypatch, test_split):
     full = datasets.fashion_mnist("test", path=fake_full)
     assert full.name == "fashion-mnist" and torch.equal(full.X, test_split.X)
-    monkeypatch.setenv(datasets.files.FASHION_MNIST_ENV, str(fake_full))
+    monkeypatch.setenv(datasets.images.FASHION_MNIST_ENV, str(fake_full))
     assert datasets.fashion_mnist_folder() == fake_full
     assert torch.equal(
         datasets.fashion_mnist("train", full=True).y, datasets.fashion_mnist("train").y
     )
-    monkeypatch.setenv(datasets.files.FASHION_MNIST_ENV, "")
-    monkeypatch.setattr("hlviz.datasets.files.FASHION_MNIST_DEBIAN", str(fake_full / "nowhere"))
+    monkeypatch.setenv(datasets.images.FASHION_MNIST_ENV, "")
+    monkeypatch.setattr("hlviz.datasets.images.FASHION_MNIST_DEBIAN", str(fake_full / "nowhere"))
     assert datasets.fashion_mnist_folder() is None
     with pytest.raises(
         DataFileError, match="the full Fashion-MNIST was asked for but none was found"

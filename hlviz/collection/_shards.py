@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..datasets.files import sha256_of
 from ..errors import OptionError, StoreCorruptError, StoreMismatchError
 from .stats import RunningStats
 
@@ -99,15 +100,6 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> tuple[str, int]:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return _replace_atomically(path, lambda fp: fp.write(buf.getbuffer()))
-
-
-def sha256_of(path: Path) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for block in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_journal(path: Path) -> tuple[list[dict], int]:

@@ -1,6 +1,6 @@
 """Verified data files, image sets, the code corpus, the probing corpus and word alignment."""
 
-from . import code, files, text
+from . import code, files, images, probing, text
 from .code import (
     CODE_CORPUS_FILE,
     CODE_LABELS,
@@ -9,19 +9,17 @@ from .code import (
     code_corpus,
     python_syntax_labels,
 )
-from .files import (
+from .files import data_dir, sha256_of, verified_data_file
+from .images import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_SUBSET,
-    PROBING_CORPUS,
     ImageSplit,
-    data_dir,
     fashion_mnist,
     fashion_mnist_folder,
     load_digits,
-    probing_corpus,
     read_fashion_mnist,
-    verified_data_file,
 )
+from .probing import PROBING_CORPUS, probing_corpus
 from .text import align_words, sentence_texts, word_spans, word_token_rows
 
 __all__ = [
@@ -40,11 +38,14 @@ __all__ = [
     "fashion_mnist",
     "fashion_mnist_folder",
     "files",
+    "images",
     "load_digits",
+    "probing",
     "probing_corpus",
     "python_syntax_labels",
     "read_fashion_mnist",
     "sentence_texts",
+    "sha256_of",
     "text",
     "verified_data_file",
     "word_spans",

@@ -28,7 +28,7 @@ from .layers import LayerSpec, check_module, resolve, unwrap
 __all__ = ["HookContext"]
 
 
-def _mark(fn):
+def mark(fn):
     """Tag a hook as hlviz's own (``hlviz.testing`` tells them from the user's), and keep
     ``torch.compile`` from tracing it: hooks have Python side effects and run eagerly."""
     wrapped = torch.compiler.disable(fn)

@@ -31,7 +31,7 @@ from ..errors import (
     ShapeMismatchError,
     UnitIndexError,
 )
-from .context import HookContext, _mark
+from .context import HookContext, mark
 from .layers import resolve, unwrap
 from .outputs import Layout, LayoutHint, Select, layout, layout_hints, pick, put_back
 
@@ -348,7 +348,7 @@ class Editing(HookContext):
                 new = result
             return put_back(output, found.path, new, name)
 
-        marked = _mark(hook)
+        marked = mark(hook)
         marked.__hlviz_edit__ = True
         return marked
 

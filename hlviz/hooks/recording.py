@@ -33,7 +33,7 @@ from ..errors import (
     RecordingStateError,
 )
 from ..runtime import run_model
-from .context import HookContext, _mark, _StopForward
+from .context import HookContext, _StopForward, mark
 from .layers import LayerSpec, resolve, unwrap
 from .outputs import (
     PACKED_LAYOUT,
@@ -171,8 +171,8 @@ class Recording(HookContext, Mapping):
             if self._mine():
                 self._depth -= 1
 
-        self._add(model.register_forward_pre_hook(_mark(root_pre)))
-        self._add(model.register_forward_hook(_mark(root_post), always_call=True))
+        self._add(model.register_forward_pre_hook(mark(root_pre)))
+        self._add(model.register_forward_hook(mark(root_post), always_call=True))
         # the layout (where units and positions lie) matters only to string reducers
         hints = layout_hints(model, list(modules)) if isinstance(self._reduce, str) else {}
         for name, module in modules.items():
@@ -200,7 +200,7 @@ class Recording(HookContext, Mapping):
                 found = pick((*args, *kwargs.values()), None, name)  # the first tensor given
                 self._inputs[name].append(self._process(found.tensor, hint, name, found.lengths))
 
-        return _mark(input_hook)
+        return mark(input_hook)
 
     def _make_hook(self, name: str, hint: LayoutHint):
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
@@ -224,7 +224,7 @@ class Recording(HookContext, Mapping):
                 self._stopped = True
                 raise _StopForward(self)
 
-        return _mark(hook)
+        return mark(hook)
 
     def _watch_grad(self, found: Picked, hint: LayoutHint, name: str, call: int) -> None:
         slots = self._grads[name]
@@ -240,7 +240,7 @@ class Recording(HookContext, Mapping):
                 grad = pad_packed_sequence(packed._replace(data=grad), batch_first=True)[0]
             slots[call] = self._process(grad, hint, name, found.lengths)
 
-        self._tensor_handles.append(live.register_hook(_mark(grad_hook)))
+        self._tensor_handles.append(live.register_hook(mark(grad_hook)))
 
     # ---------------------------------------------------------------- reading
     def _canonical(self, key: Any) -> str:

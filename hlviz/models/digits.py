@@ -115,7 +115,7 @@ def train_digits_cnn(
     ``test_accuracy`` on :func:`hlviz.datasets.load_digits` ``("test")``. The model is
     returned in eval mode.
     """
-    from ..datasets.files import load_digits
+    from ..datasets.images import load_digits
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise OptionError(f"seed must be a non-negative int, got {seed!r}.")

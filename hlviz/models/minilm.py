@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..collection._shards import sha256_of
+from ..datasets.files import sha256_of
 from ..errors import DataFileError, MissingDependencyError
 
 __all__ = ["MINILM_SHA256", "Pretrained", "load", "load_pretrained"]

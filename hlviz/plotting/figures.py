@@ -54,7 +54,7 @@ def _to_numpy(value: Any, what: str) -> np.ndarray:
         ) from None
 
 
-def _grid(n: int, ncols: int, fig: Figure | None, panel: tuple[float, float]):
+def subplot_grid(n: int, ncols: int, fig: Figure | None, panel: tuple[float, float]):
     import matplotlib.pyplot as plt
 
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
@@ -115,7 +115,7 @@ def plot_images(
     n = min(len(array), max_images)
     if n == 0:
         raise OptionError("images is empty: there is nothing to plot.")
-    fig, axes = _grid(n, ncols, fig, (1.1, 1.25))
+    fig, axes = subplot_grid(n, ncols, fig, (1.1, 1.25))
     for i, ax in enumerate(axes):
         ax.imshow(array[i], cmap=cmap)
         ax.set_xticks([])
@@ -174,7 +174,7 @@ def plot_feature_maps(
         low, high = -bound, bound
     elif high <= low:
         high = low + 1.0
-    fig, axes = _grid(len(maps), ncols, fig, (1.1, 1.2))
+    fig, axes = subplot_grid(len(maps), ncols, fig, (1.1, 1.2))
     image = None
     for channel, ax in enumerate(axes):
         image = ax.imshow(maps[channel], cmap=cmap, vmin=low, vmax=high)
@@ -248,7 +248,7 @@ def plot_layer_embeddings(
     import matplotlib as mpl
 
     colours = mpl.colormaps["tab10" if len(classes) <= 10 else "tab20"]
-    fig, axes = _grid(len(flat), ncols, fig, (3.0, 3.0))
+    fig, axes = subplot_grid(len(flat), ncols, fig, (3.0, 3.0))
     label_array = np.asarray(labels, dtype=object)
     for ax, (name, X) in zip(axes, flat.items()):
         points, note = _project(X, method, seed)

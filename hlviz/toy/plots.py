@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import OptionError, OptionTypeError, UnitIndexError
 from ..hooks.layers import check_module, resolve
 from ..models.training import accuracy
-from ..plotting.figures import _grid
+from ..plotting.figures import subplot_grid
 from .data import Extent, LinearRegions, PlaneMaps, ToyData, plane_activations
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def plot_unit_maps(
             f"units {bad or units} are not units of {layer!r}, which has {len(values)} "
             f"(0 to {len(values) - 1})."
         )
-    fig, axes = _grid(len(units), ncols, fig, (2.3, 2.3))
+    fig, axes = subplot_grid(len(units), ncols, fig, (2.3, 2.3))
     chosen = values[units]
     low, high = float(chosen.min()), float(chosen.max())
     bound = max(abs(low), abs(high), 1e-6)
@@ -314,7 +314,7 @@ def plot_layer_movement(
     data = _check_data(data)
     names = resolve(model, layers)
     panels = [("input", data.X.numpy()), *zip(names, _layer_points(model, data, names))]
-    fig, axes = _grid(len(panels), ncols, fig, (2.6, 2.6))
+    fig, axes = subplot_grid(len(panels), ncols, fig, (2.6, 2.6))
     y = data.y.numpy()
     for ax, (name, value) in zip(axes, panels):
         _draw_points(ax, value, y, name)
@@ -342,7 +342,7 @@ def plot_sweep(
         )
     depths = sorted({k[0] for k in fits})
     widths = sorted({k[1] for k in fits})
-    fig, axes = _grid(len(depths) * len(widths), len(widths), fig, (2.2, 2.3))
+    fig, axes = subplot_grid(len(depths) * len(widths), len(widths), fig, (2.2, 2.3))
     for i, depth in enumerate(depths):
         for j, width in enumerate(widths):
             ax = axes[i * len(widths) + j]

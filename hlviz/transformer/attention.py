@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import EmptySelectionError, OptionError, OptionTypeError, ShapeMismatchError
-from ..hooks.context import HookContext, _mark
+from ..hooks.context import HookContext, mark
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
 from ..runtime import run_model
 
@@ -336,8 +336,8 @@ class _MHAWeights(HookContext):
                 # per-head weights are (N, H, L, S), or (H, L, S) for an unbatched call
                 return out, weights.mean(weights.dim() - 3) if avg else weights
 
-            self._add(module.register_forward_pre_hook(_mark(pre), with_kwargs=True))
-            self._add(module.register_forward_hook(_mark(post)))
+            self._add(module.register_forward_pre_hook(mark(pre), with_kwargs=True))
+            self._add(module.register_forward_hook(mark(post)))
 
 
 def _capture_hf(model: nn.Module, inputs: Any, layers: Any) -> AttentionMaps:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import OptionError, OptionTypeError, ShapeMismatchError, UnitIndexError
-from ..hooks.context import HookContext, _mark
+from ..hooks.context import HookContext, mark
 from ..hooks.editing import EditFn, edit
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
 from ..hooks.outputs import layout
@@ -74,7 +74,7 @@ class _HeadInputs(HookContext):
             out = _ablate(heads, plan, self._value, self._n, heads.dim() - 2, name)
             return (out.reshape(x.shape), *args[1:])
 
-        return _mark(pre)
+        return mark(pre)
 
 
 def _ablate(x, plan, value, n, unit_axis, name):

@@ -15,7 +15,7 @@ patches per channel. Feature visualisation lives in :mod:`hlviz.units.featurevis
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._batches import labelled_batches
 from ..errors import LayerShapeError, OptionError, OptionTypeError, UnitIndexError
 from ..hooks.layers import check_module, resolve, unwrap
 from ..hooks.recording import activations
@@ -165,38 +166,6 @@ def _one_layer(model: nn.Module, layer: Any) -> str:
     return names[0]
 
 
-def _batches(data: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(inputs, labels or None) from a tensor, an ImageSplit/(X, y) pair, or an iterable of batches."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise OptionError(f"batch_size must be a positive int, got {batch_size!r}.")
-    if isinstance(data, torch.Tensor):
-        data = (data, None)
-    if hasattr(data, "X") and hasattr(data, "y"):
-        data = (data.X, data.y)
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        X, y = data
-        for start in range(0, len(X), batch_size):
-            yield (
-                X[start : start + batch_size],
-                None if y is None else y[start : start + batch_size],
-            )
-        return
-    if not isinstance(data, Iterable):
-        raise OptionTypeError(
-            f"data must be a tensor (N, C, H, W), an ImageSplit, an (X, y) pair or an iterable of "
-            f"batches (a DataLoader), got {type(data).__name__}."
-        )
-    for batch in data:
-        if isinstance(batch, torch.Tensor):
-            yield batch, None
-        elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-            yield batch[0], batch[1] if len(batch) > 1 else None
-        else:
-            raise OptionTypeError(
-                f"each batch must be a tensor or an (inputs, labels) pair, got {type(batch).__name__}."
-            )
-
-
 def _channels(channels: Any, n: int, layer: str) -> list[int]:
     if channels is None:
         return list(range(n))
@@ -312,7 +281,7 @@ def top_patches(
     rf = receptive_field(model, layer)
     best = None
     seen = 0
-    for x, _ in _batches(data, batch_size):
+    for x, _ in labelled_batches(data, batch_size):
         acts = activations(model, x, layer, stop=True)
         act = next(iter(acts.values()))
         if act.dim() != 4:
@@ -426,7 +395,7 @@ def unit_stats(
     sums = maxima = active = class_sums = class_counts = None
     n_total = 0
     labelled = True
-    for x, y in _batches(data, batch_size):
+    for x, y in labelled_batches(data, batch_size):
         acts = activations(model, x, layer, stop=True)
         act = next(iter(acts.values())).float()
         act = act.reshape(act.shape[0], act.shape[1], -1)

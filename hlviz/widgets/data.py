@@ -465,11 +465,11 @@ def _rank(scores: torch.Tensor, unit: int, k: int, choice: LayerChoice):
 
 
 def _scan(model: nn.Module, data: Any, choice: LayerChoice, batch_size: int):
-    from ..units.patches import _batches
+    from .._batches import labelled_batches
 
     hint = layout_hints(model, [choice.name])[choice.name]
     parts, rows = [], []
-    for x, _ in _batches(data, batch_size):
+    for x, _ in labelled_batches(data, batch_size):
         with torch.no_grad(), record(model, choice.name, select=choice.select) as rec:
             run_model(model, x)
         acts = _batch_first(rec[choice.name], hint, len(x))
