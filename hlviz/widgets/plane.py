@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OptionError
+from ..errors import OptionError, OptionTypeError
 from ..models.mlp import ACTIVATIONS
 from ..toy.data import DATASETS, fit_mlp, linear_regions, make_toy
-from .base import error_output, figure_output
+from .base import StaticFallback
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -102,7 +102,7 @@ def _draw(fig: Figure, fit: Any, data: Any, state: PlaneState) -> None:
     fig.tight_layout()
 
 
-class PlaneExplorer:
+class PlaneExplorer(StaticFallback):
     """Sliders for depth and width, drop-downs for activation and data set; every change
     retrains the MLP and redraws (about a second).
 
@@ -116,8 +116,10 @@ class PlaneExplorer:
     ``explorer.output`` is the one Output widget that shows the current figure; each
     redraw replaces its content in one step (no flicker, like
     ``clear_output(wait=True)``), and an exception raised while rendering is shown in it
-    instead of being lost in the kernel log. ``render`` is the pure ``PlaneState ->
-    Figure`` function used (default :func:`render_plane`).
+    (message and traceback) and kept in ``explorer.last_error``, instead of being lost in
+    the kernel log. ``render`` is the pure ``PlaneState -> Figure`` function used (default
+    :func:`render_plane`). Where no widget frontend runs (nbconvert, GitHub, ``HLVIZ_STATIC=1``)
+    the explorer shows a static rendering: the control values and the figure as a PNG.
     """
 
     def __init__(
@@ -127,10 +129,28 @@ class PlaneExplorer:
         render: Callable[[PlaneState], Figure] = render_plane,
         max_depth: int = 4,
         max_width: int = 32,
-    ):
+    ) -> None:
         import ipywidgets as widgets
 
-        state = state or PlaneState()
+        state = PlaneState() if state is None else state
+        if not isinstance(state, PlaneState):
+            raise OptionTypeError(
+                f"state must be a PlaneState or None, got {type(state).__name__}; "
+                "build one with PlaneState(dataset=..., depth=..., width=...)."
+            )
+        if not callable(render):
+            raise OptionTypeError(
+                f"render must be a function PlaneState -> Figure, got {type(render).__name__}."
+            )
+        for name, value, low, current in (
+            ("max_depth", max_depth, 0, state.depth),
+            ("max_width", max_width, 1, state.width),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < max(low, current):
+                raise OptionError(
+                    f"{name} must be an int >= {max(low, current)} (the state's "
+                    f"{name[4:]} is {current}), got {value!r}; raise {name} or lower the state."
+                )
         self.render, self.state = render, state
         common = {"continuous_update": False, "style": {"description_width": "70px"}}
         self.controls = {
@@ -168,21 +188,27 @@ class PlaneExplorer:
     def _changed(self, change: dict) -> None:
         self.redraw()
 
-    def redraw(self) -> None:
-        """Read the controls, render, and replace the output (or show the error there)."""
-        import matplotlib.pyplot as plt
-
+    def _read_controls(self) -> None:
         values = {name: control.value for name, control in self.controls.items()}
         self.state = replace(self.state, **values)
-        try:
-            fig = self.render(self.state)
-        except Exception as exc:  # shown in the widget: a callback's error is otherwise lost
-            self.output.outputs = (error_output(exc),)
-            return
-        try:
-            self.output.outputs = (figure_output(fig),)
-        finally:
-            plt.close(fig)
 
-    def _repr_mimebundle_(self, **kwargs: Any):
-        return self.ui._repr_mimebundle_(**kwargs)
+    def redraw(self) -> None:
+        """Read the controls, render, and replace the output (or show the error there and
+        keep it in ``last_error``)."""
+        import matplotlib.pyplot as plt
+
+        drawn: list[Figure] = []
+
+        def draw() -> list[Figure]:
+            drawn.append(self.render(self.state))
+            return drawn
+
+        try:
+            if self._guard(self.output, self._read_controls):
+                self._show(self.output, draw)
+        finally:
+            for fig in drawn:  # the PNG is kept; the figure would pile up in pyplot
+                plt.close(fig)
+
+    def _visible_outputs(self) -> list[Any]:
+        return [self.output]
