@@ -11,6 +11,11 @@ same 75/25 split by ``hlviz.probes.LinearProbe`` (torch L-BFGS) and by scikit-le
 Reported: seconds per sweep (median of repeats, interleaved), the speed ratio, and the
 largest difference in test accuracy. Not asserted: the issue's target is >= 5x faster
 at accuracy within 1 point.
+
+``--threads-check`` times small, notebook-sized workloads (a LinearProbe fit, a
+``probe_layers`` call, a toy MLP and a small sweep) at the process's thread count and at
+one thread: hlviz used to switch to one thread inside small fits (a process-wide change
+that can deadlock MKL's batched LU afterwards, issue 16); this shows what that was worth.
 """
 
 from __future__ import annotations
@@ -156,13 +161,74 @@ def report_sweep(n_tokens: int, rounds: int) -> list[str]:
     return lines
 
 
+def _median_s(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def report_threads(repeats: int = 5) -> list[str]:
+    """Seconds of small workloads at the current thread count and at one thread (set here,
+    by the script, as a user would)."""
+    from hlviz.models import MLP, train_full_batch
+    from hlviz.probes import probe_layers
+    from hlviz.toy import make_toy
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (600,), generator=gen)
+    small = {
+        f"layer{i}": torch.randn(600, 64, generator=gen) + 0.3 * i * y[:, None] for i in range(4)
+    }
+    wide = {f"layer{i}": torch.randn(2000, 384, generator=gen) for i in range(7)}
+    y_wide = torch.randint(0, 4, (2000,), generator=gen)
+    toy = make_toy("spirals", n=400)
+    workloads = {
+        "LinearProbe.fit, 450 x 64, 4 classes": lambda: LinearProbe().fit(
+            small["layer3"][:450], y[:450]
+        ),
+        "probe_layers, 4 layers x 600 x 64, 3 seeds": lambda: probe_layers(small, y, seeds=3),
+        "toy MLP [16, 16], 400 points, 300 Adam steps": lambda: train_full_batch(
+            MLP([16, 16], seed=0), toy.X, toy.y, steps=300
+        ),
+        "probe_layers, 7 layers x 2,000 x 384, 3 seeds": lambda: probe_layers(
+            wide, y_wide, seeds=3
+        ),
+    }
+    threads = torch.get_num_threads()
+    lines = [
+        f"### Small workloads: {threads} torch threads vs 1 (median of {repeats})",
+        "",
+        f"| workload | {threads} threads s | 1 thread s | 1-thread speed-up |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, fn in workloads.items():
+        many = _median_s(fn, repeats)
+        torch.set_num_threads(1)
+        try:
+            one = _median_s(fn, repeats)
+        finally:
+            torch.set_num_threads(threads)
+        lines.append(f"| {label} | {many:.3f} | {one:.3f} | {many / one:.2f}x |")
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few rounds")
     parser.add_argument("--out", help="also write the markdown report here")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--threads-check", action="store_true", help="only time small workloads, threads vs 1"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.threads_check:
+        print("\n".join(report_threads()))
+        return
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(args.threads)  # NumPy's BLAS (scikit-learn) on the same thread count

@@ -13,15 +13,6 @@ from hlviz.probes import LinearProbe
 from hlviz.probes.mdl import PROB_FLOOR, MDLResult, mdl_layers, online_codelength
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny L-BFGS fits: one torch thread avoids oversubscription on busy CI machines."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _data(n=800, d=8, k=2, seed=0):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, k, n)

@@ -169,7 +169,6 @@ def train_full_batch(
     lr: float | None = None,
     optimizer: str = "adam",
     weight_decay: float = 0.0,
-    threads: int | None = 1,
 ) -> TrainResult:
     """Train ``model`` in place on all of ``X`` ``(n, d)`` and labels ``y`` ``(n,)`` at each step.
 
@@ -185,11 +184,8 @@ def train_full_batch(
     loss; ``weight_decay`` adds ``weight_decay / 2 * |W|^2`` over all parameters.
     The model trains on its own device and is left in eval mode.
 
-    ``threads``: on a CPU, the number of torch threads used while training (restored
-    afterwards). The default 1 is the fastest for toy-sized problems (splitting a
-    400 x 16 product over threads costs more than it saves, and much more on a busy
-    machine) and makes the result independent of ``torch.set_num_threads``; ``None``
-    keeps the current setting (for large ``X``).
+    Training runs on the process's torch thread count; nothing here changes a process-wide
+    setting (call ``torch.set_num_threads`` yourself for another).
     """
     check_module(model)
     if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
@@ -213,18 +209,10 @@ def train_full_batch(
         raise OptionError(
             f"lr must be > 0 and weight_decay >= 0, got lr={lr!r}, weight_decay={weight_decay!r}."
         )
-    if threads is not None:
-        _check_int(threads, "threads", 1)
     device = model_device(model)
-    before = torch.get_num_threads()
-    if threads is not None and device.type == "cpu":
-        torch.set_num_threads(threads)
-    try:
-        return _train(
-            model, X.to(device, torch.float32), y.to(device), steps, lr, optimizer, weight_decay
-        )
-    finally:
-        torch.set_num_threads(before)
+    return _train(
+        model, X.to(device, torch.float32), y.to(device), steps, lr, optimizer, weight_decay
+    )
 
 
 def _train(

@@ -27,7 +27,6 @@ __all__ = ["Problems", "SoftmaxFit", "fit_softmax"]
 
 _PRECOND_ROWS = 4096  # rows used to estimate the feature covariance of the preconditioner
 _MAX_PRECOND_DIM = 2048  # widest layer whose feature covariance is inverted
-_SMALL_LAYER = 1 << 20  # rows x features below which a CPU fit runs on one thread
 _SHRINK = 0.05  # shrinkage of the preconditioner towards the identity (see _preconditioner)
 
 
@@ -135,21 +134,8 @@ def fit_softmax(
 
     Stops a problem when the largest absolute gradient entry is below ``tol`` (the
     criterion of scipy's L-BFGS-B, which scikit-learn uses) or after ``max_iter`` steps.
+    Runs on the process's torch thread count: nothing here changes a process-wide setting.
     """
-    X = problems.X
-    small = X.device.type == "cpu" and X.shape[1] * X.shape[2] < _SMALL_LAYER
-    threads = torch.get_num_threads()
-    if small and threads > 1:
-        # thousands of tiny ops per fit: extra threads only add wake-ups, and on a busy
-        # machine OpenMP's spinning threads can slow a fit down by orders of magnitude
-        torch.set_num_threads(1)
-    try:
-        return _fit(problems, max_iter=max_iter, tol=tol, history=history)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fit(problems: Problems, *, max_iter: int, tol: float, history: int) -> SoftmaxFit:
     X = problems.X
     L, P, K, d = problems.L, problems.P, problems.K, problems.d
     lam = float(problems.lam.min())
