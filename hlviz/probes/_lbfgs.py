@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ._linalg import cholesky
+
 __all__ = ["Problems", "SoftmaxFit", "fit_softmax"]
 
 _PRECOND_ROWS = 4096  # rows used to estimate the feature covariance of the preconditioner
@@ -56,7 +58,13 @@ def _preconditioner(X: torch.Tensor, lam: float) -> torch.Tensor:
     S = rows.transpose(1, 2) @ rows / rows.shape[1]
     shrink = _SHRINK * S.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
     eye = torch.eye(X.shape[2], dtype=X.dtype, device=X.device)
-    return torch.linalg.inv((0.5 * S + (lam + shrink) * eye).double()).to(X.dtype)
+    factor = cholesky(
+        (0.5 * S + (lam + shrink) * eye).double(),
+        what="the preconditioner S / 2 + (lam + s) I of the probe features",
+        fix="It is positive definite for finite features; check the activations for NaN or "
+        "inf, or report a bug with their shape.",
+    )
+    return torch.cholesky_inverse(factor).to(X.dtype)
 
 
 class Problems:

@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator
 
 from ..errors import NotFittedError, OptionError, ShapeMismatchError
 from ._lbfgs import Problems, fit_softmax
+from ._linalg import cholesky
 
 __all__ = ["LinearProbe"]
 
@@ -172,12 +173,21 @@ class LinearProbe(BaseEstimator):
 
     def _fit_ridge(self, Z: torch.Tensor, y: torch.Tensor) -> None:
         target = y if y.dim() == 2 else y[:, None]
-        y_mean = target.mean(0)
+        y_mean = target.double().mean(0)
         Zd = Z.double()
-        gram = Zd.T @ Zd + self.alpha * torch.eye(Z.shape[1], dtype=torch.float64, device=Z.device)
-        coef = torch.linalg.solve(gram, Zd.T @ (target - y_mean).double()).T.float()
-        self.coef_ = coef
-        self.intercept_ = y_mean
+        z_mean = Zd.mean(0)  # 0 when standardised; centring fits the intercept otherwise
+        Zc = Zd - z_mean
+        d = Z.shape[1]
+        gram = Zc.T @ Zc + self.alpha * torch.eye(d, dtype=torch.float64, device=Z.device)
+        factor = cholesky(
+            gram,
+            what=f"the ridge system Z^T Z + alpha I ({d} x {d}, alpha={self.alpha!r})",
+            fix="With alpha=0 the features must be linearly independent on the training rows "
+            "(no constant or collinear columns); pass alpha > 0, e.g. LinearProbe(alpha=1e-3).",
+        )
+        coef = torch.cholesky_solve(Zc.T @ (target.double() - y_mean), factor).T
+        self.coef_ = coef.float()
+        self.intercept_ = (y_mean - coef @ z_mean).float()
         self._single_target = y.dim() == 1
         self.n_iter_ = 1
 
