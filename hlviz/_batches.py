@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ._checks import boolean, positive_int
 from .errors import OptionError, OptionTypeError, ShapeMismatchError
 from .hooks.layers import LayerSpec, check_module, unwrap
 from .hooks.outputs import PACKED_LAYOUT, LayoutHint, layout, layout_hints
@@ -124,10 +125,7 @@ class Source:
     def __init__(self, data: Any, batch_size: int | None, rank: int, world: int):
         self.data, self.rank, self.world = data, rank, world
         self.presharded, self.total, self.inputs = False, None, None
-        if batch_size is not None and (
-            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
-        ):
-            raise OptionError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+        batch_size = positive_int("batch_size", batch_size, none=True)
         if isinstance(data, np.ndarray):
             data = self.data = torch.from_numpy(data)
         if isinstance(data, torch.Tensor):
@@ -299,8 +297,7 @@ class Collector:
     """Runs the model on one batch under a recording and returns its rows as numpy arrays."""
 
     def __init__(self, model, layers, *, reduce, tokens, dtype, columns):
-        if not isinstance(tokens, bool):
-            raise OptionTypeError(f"tokens must be True or False, got {tokens!r}.")
+        boolean("tokens", tokens)
         if tokens and reduce is not None:
             raise OptionError(
                 f"tokens=True keeps one row per token, which reduce={reduce!r} would pool "
@@ -440,8 +437,7 @@ def labelled_batches(
     data: Any, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """(inputs, labels or None) from a tensor, an ImageSplit/(X, y) pair, or an iterable of batches."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise OptionError(f"batch_size must be a positive int, got {batch_size!r}.")
+    batch_size = positive_int("batch_size", batch_size)
     if isinstance(data, torch.Tensor):
         data = (data, None)
     if hasattr(data, "X") and hasattr(data, "y"):

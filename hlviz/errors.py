@@ -5,6 +5,16 @@ naturally catch (``KeyError`` for an unknown layer, ``ValueError`` for a bad
 value, ``TypeError`` for a wrong type), so ``except KeyError`` keeps working.
 
 Messages follow one rule: say what was wrong, what was given, and how to fix it.
+
+Which class a bad argument raises follows one rule too (``hlviz._checks`` implements it):
+
+- the argument has the wrong **type** (a float where an int is needed, ``"yes"`` for a flag,
+  a list where a dict is needed, something not callable): :class:`OptionTypeError`;
+- it has the right type but a **value** that is not allowed (``0`` where an int >= 1 is
+  needed, a misspelt choice, a probability outside (0, 1), two options that exclude each
+  other): :class:`OptionError`;
+- an array or tensor has the wrong **shape** or number of dimensions, or two that must agree
+  do not: :class:`ShapeMismatchError`.
 """
 
 from __future__ import annotations

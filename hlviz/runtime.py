@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .errors import OptionError
+from ._checks import non_negative_int
 
 __all__ = [
     "default_device",
@@ -36,8 +36,7 @@ def seed_everything(seed: int = 0, *, deterministic: bool = False) -> None:
     ``deterministic=True`` also asks torch for deterministic kernels
     (``torch.use_deterministic_algorithms(True, warn_only=True)``).
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise OptionError(f"seed must be a non-negative int, got {seed!r}.")
+    seed = non_negative_int("seed", seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -134,7 +134,9 @@ def test_summary_and_plot():
     ax = maps.plot("blocks.1.attn.pattern", head=1, example=1, tokens=list("abcde"))
     assert ax.get_title() == "blocks.1.attn.pattern, head 1"
     assert [t.get_text() for t in ax.get_yticklabels()] == list("abcde")
-    with pytest.raises(OptionError, match="was not captured"):
+    with pytest.raises(
+        OptionError, match=r"layer='blocks.9' is not one of 'blocks.0.*Give a captured layer"
+    ):
         maps.plot("blocks.9")
     with pytest.raises(OptionError, match="the maps hold 2 heads and 2 examples"):
         maps.plot(0, head=5)

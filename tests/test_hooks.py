@@ -122,7 +122,10 @@ def test_reduce_callable_view_is_still_copied():
 
 
 def test_bad_options_raise_before_any_hook(cnn):
-    with pytest.raises(ValueError, match="reduce='avg' is not a reducer"):
+    with pytest.raises(
+        ValueError,
+        match=r"reduce='avg' is not one of 'mean', .*'flatten'\. Or give None .* a callable",
+    ):
         hlviz.record(cnn, "features.0", reduce="avg")
     with pytest.raises(ValueError, match="to='gpu0' is not a device"):
         hlviz.record(cnn, "features.0", to="gpu0")

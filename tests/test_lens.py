@@ -104,7 +104,7 @@ def test_summary_top_k_and_plot():
     assert [t.get_text() for t in ax.get_yticklabels()] == list(lens.layers)
     ax = lens.plot(0, what="top", decode=decode)
     assert len(ax.texts) == 3 * 5
-    with pytest.raises(OptionError, match="what must be 'target', 'top' or None"):
+    with pytest.raises(OptionError, match=r"what='bottom' is not one of 'target', 'top'.* Or None"):
         lens.plot(what="bottom")
     plain = hlviz.logit_lens(model, ids)
     assert "target_prob" not in plain.summary()
@@ -274,7 +274,7 @@ def test_plot_without_targets_shows_the_top_token():
     assert len(ax.texts) == 3 * 5
     with pytest.raises(OptionError, match=r"what='target' needs targets.*targets='next'"):
         plain.plot(what="target")
-    with pytest.raises(OptionError, match=r"what must be 'target', 'top' or None"):
+    with pytest.raises(OptionError, match=r"what='bottom' is not one of 'target', 'top'.* Or None"):
         plain.plot(what="bottom")
     with_targets = hlviz.logit_lens(model, ids, targets="next")
     ax = with_targets.plot()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import hlviz
-from hlviz.errors import OptionError, ShapeMismatchError, UnitIndexError
+from hlviz.errors import OptionError, OptionTypeError, ShapeMismatchError, UnitIndexError
 from hlviz.models.gpt import CharGPT
 from hlviz.transformer.heads import ablating_heads
 
@@ -173,9 +173,11 @@ def test_patching_errors_say_what_to_do():
         hlviz.activation_patching(model, clean, corrupted, LAYERS, metric=lambda lg: 1.0)
     with pytest.raises(OptionError, match="same score.*would divide by zero"):
         hlviz.activation_patching(model, clean, clean.clone(), LAYERS, metric=_metric)
-    with pytest.raises(OptionError, match="positions must be 'each' or 'all'"):
+    with pytest.raises(OptionTypeError, match="positions must be one of 'each', 'all', got 3"):
         hlviz.activation_patching(model, clean, corrupted, LAYERS, metric=_metric, positions=3)
-    with pytest.raises(OptionError, match="batch_size must be a positive int"):
+    with pytest.raises(OptionError, match="positions='al' is not one of .*did you mean 'all'"):
+        hlviz.activation_patching(model, clean, corrupted, LAYERS, metric=_metric, positions="al")
+    with pytest.raises(OptionError, match="batch_size must be a positive int or None, got 0"):
         hlviz.activation_patching(model, clean, corrupted, LAYERS, metric=_metric, batch_size=0)
     with pytest.raises(ShapeMismatchError, match="use positions='all' for it"):
         hlviz.activation_patching(model, clean, corrupted, "blocks.0.attn.pattern", metric=_metric)

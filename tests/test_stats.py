@@ -150,13 +150,16 @@ def test_token_level_statistics_point_at_token_rows():
 
 
 def test_errors_say_what_was_wrong():
-    with pytest.raises(OptionError, match="top_k must be an int >= 0, got -1"):
+    with pytest.raises(
+        OptionError, match="top_k must be a non-negative int, got -1. It is the number of top rows"
+    ):
         RunningStats(top_k=-1)
     with pytest.raises(
-        OptionError, match=r"sample must be an int >= 1 \(rows kept for quantiles\)"
+        OptionError,
+        match=r"sample must be a positive int, got 0\. It is the number of rows kept for quantiles",
     ):
         RunningStats(sample=0)
-    with pytest.raises(OptionError, match=r"levels must be quantiles in \[0, 1\], got \[1.5\]"):
+    with pytest.raises(OptionError, match=r"levels must lie in \[0, 1\], got 1\.5"):
         RunningStats(levels=[1.5])
     acc = RunningStats()
     with pytest.raises(OptionError, match="no rows were added"):

@@ -339,7 +339,7 @@ def test_lazy_reads_index_like_numpy(tmp_path):
     assert [len(c["classifier"]) for c in chunks] == [25, 25, 10] and set(chunks[0]) == {
         "classifier"
     }
-    with pytest.raises(OptionError, match="batch_size must be an int >= 1, got 0"):
+    with pytest.raises(OptionError, match="batch_size must be a positive int, got 0"):
         next(store.batches(0))
     table = store.summary()
     assert list(table["name"]) == LAYERS and table.loc[2, "shape"] == (3,)

@@ -36,6 +36,7 @@ from .._batches import (
     model_fingerprint,
     schema_of,
 )
+from .._checks import boolean, instance, non_negative_int, positive_int
 from ..errors import HlvizWarning, MemoryBudgetError, OptionError, OptionTypeError
 from ..hooks.layers import LayerSpec, check_module, unwrap
 from ..runtime import progress_enabled
@@ -112,8 +113,7 @@ def estimate(
     same options, and the bytes per input of each layer are scaled to ``n`` inputs (with
     ``tokens=True``, by the example's number of real tokens per input).
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise OptionError(f"n must be a number of inputs (an int >= 0), got {n!r}.")
+    n = non_negative_int("n", n, hint="It is the number of inputs to estimate for.")
     collector = Collector(model, layers, reduce=reduce, tokens=tokens, dtype=dtype, columns=None)
     with collector.rec:
         arrays, _, inputs = collector.run(example)
@@ -164,15 +164,11 @@ class _Memory:
 
 
 def _check_options(out, resume, max_bytes, shard_bytes, stats) -> RunningStats | None:
-    if out is not None and not isinstance(out, (str, Path)):
-        raise OptionTypeError(
-            f"out must be a directory path (str or Path) or None, got {type(out).__name__}."
-        )
-    if not isinstance(resume, bool):
-        raise OptionTypeError(f"resume must be True or False, got {resume!r}.")
+    if out is not None:
+        instance("out", out, (str, Path), "a directory path (str or Path) or None")
+    boolean("resume", resume)
     for name, value in (("max_bytes", max_bytes), ("shard_bytes", shard_bytes)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise OptionError(f"{name} must be a number of bytes (an int >= 1), got {value!r}.")
+        positive_int(name, value, hint="It is a number of bytes.")
     if stats is None or stats is False:
         return None
     if stats is True:

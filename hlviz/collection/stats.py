@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import fraction, non_negative_int, positive_int
 from ..errors import OptionError, ShapeMismatchError
 
 __all__ = ["QUANTILES", "RunningStats", "UnitStats"]
@@ -136,15 +137,11 @@ class RunningStats:
         levels: tuple[float, ...] | list[float] = QUANTILES,
         seed: int = 0,
     ):
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
-            raise OptionError(f"top_k must be an int >= 0, got {top_k!r}.")
-        if not isinstance(sample, int) or isinstance(sample, bool) or sample < 1:
-            raise OptionError(
-                f"sample must be an int >= 1 (rows kept for quantiles), got {sample!r}."
-            )
-        levels = tuple(float(q) for q in levels)
-        if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
-            raise OptionError(f"levels must be quantiles in [0, 1], got {list(levels)!r}.")
+        top_k = non_negative_int("top_k", top_k, hint="It is the number of top rows kept per unit.")
+        sample = positive_int("sample", sample, hint="It is the number of rows kept for quantiles.")
+        if not levels:
+            raise OptionError("levels must hold at least one quantile in [0, 1], got none.")
+        levels = tuple(fraction("levels", q, closed=True) for q in levels)
         self.top_k, self.sample, self.levels, self.seed = top_k, sample, levels, seed
         self._rng = np.random.default_rng(seed)
         self._units: int | None = None

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import positive_int
 from ..errors import LayerNotFoundError, OptionError, StoreCorruptError
 from ._shards import (
     KEY_BITS,
@@ -355,8 +356,7 @@ class ActivationStore(Mapping):
     ) -> Iterator[dict[str, np.ndarray]]:
         """Rows in order, ``batch_size`` at a time: dicts name -> ``(b, ...)`` arrays with the
         chosen ``layers`` (all by default) and, with ``columns=True``, every column."""
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise OptionError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+        batch_size = positive_int("batch_size", batch_size)
         arrays = {name: self[name] for name in (self.layers if layers is None else layers)}
         if columns:
             arrays.update(self.columns)

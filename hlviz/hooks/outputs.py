@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from .._checks import choice
 from ..errors import OptionError, OutputSelectError
 
 __all__ = [
@@ -332,6 +333,7 @@ PACKED_LAYOUT = Layout(0, 2, (1,), "sequence")  # pick() pads packed sequences b
 
 
 REDUCERS = ("mean", "max", "sum", "first", "last", "flatten")
+REDUCE_HINT = "Or give None (keep everything) or a callable tensor -> tensor."
 
 
 def reduce_positions(
@@ -374,7 +376,5 @@ def reduce_positions(
                 "Use 'mean' or 'max' for images, or a callable."
             )
         return tensor.select(lay.positions[0], 0 if how == "first" else -1)
-    raise OptionError(
-        f"reduce={how!r} is not a reducer: use one of {', '.join(map(repr, REDUCERS))}, "
-        "None (keep everything) or a callable tensor -> tensor."
-    )
+    choice("reduce", how, REDUCERS, hint=REDUCE_HINT)
+    raise AssertionError(f"reducer {how!r} is listed but not implemented")  # pragma: no cover

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_packed_sequence
 from torch.utils.hooks import RemovableHandle
 
+from .._checks import choice, instance
 from ..errors import (
     HlvizWarning,
     LayerNotFoundError,
@@ -37,6 +38,7 @@ from .context import HookContext, _StopForward, mark
 from .layers import LayerSpec, resolve, unwrap
 from .outputs import (
     PACKED_LAYOUT,
+    REDUCE_HINT,
     REDUCERS,
     LayoutHint,
     Picked,
@@ -73,15 +75,10 @@ class Recording(HookContext, Mapping):
         stop: bool = False,
     ):
         super().__init__(model, layers)
-        if reduce is not None and not callable(reduce) and reduce not in REDUCERS:
-            raise OptionError(
-                f"reduce={reduce!r} is not a reducer: use one of {', '.join(map(repr, REDUCERS))}, "
-                "None (keep everything) or a callable tensor -> tensor."
-            )
-        if dtype is not None and not isinstance(dtype, torch.dtype):
-            raise OptionTypeError(
-                f"dtype must be a torch.dtype such as torch.float16, got {dtype!r}."
-            )
+        if reduce is not None and not callable(reduce):
+            choice("reduce", reduce, REDUCERS, hint=REDUCE_HINT)
+        if dtype is not None:
+            instance("dtype", dtype, torch.dtype, "a torch.dtype such as torch.float16 (or None)")
         if to is not None:
             try:
                 to = torch.device(to)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import choice, positive_int
 from ..errors import EmptySelectionError, OptionError, OptionTypeError, ShapeMismatchError
 from ..hooks.context import HookContext, mark
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
@@ -161,8 +162,7 @@ def induction(ids: torch.Tensor, *, prefix: int = 1) -> torch.Tensor:
     to repeat.
     """
     ids = torch.as_tensor(ids)
-    if isinstance(prefix, bool) or not isinstance(prefix, int) or prefix < 1:
-        raise OptionError(f"prefix must be a positive int, got {prefix!r}.")
+    prefix = positive_int("prefix", prefix)
     n, t = ids.shape
     same = torch.ones(n, t, t, dtype=torch.bool)
     for k in range(prefix):
@@ -209,9 +209,7 @@ class AttentionMaps:
 
     def _layer_index(self, layer: int | str) -> int:
         if isinstance(layer, str):
-            if layer not in self.layers:
-                raise OptionError(f"layer {layer!r} was not captured; choose one of {self.layers}.")
-            return self.layers.index(layer)
+            return self.layers.index(choice("layer", layer, self.layers, hint="Give a captured layer (see .layers) or its index."))
         if isinstance(layer, bool) or not isinstance(layer, int):
             raise OptionTypeError(f"layer must be an int or a name, got {layer!r}.")
         if not -len(self) <= layer < len(self):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import callable_
 from ..errors import OptionError, OptionTypeError, ShapeMismatchError, UnitIndexError
 from ..hooks.context import HookContext, mark
 from ..hooks.editing import EditFn, edit
@@ -336,8 +337,7 @@ def ablate_heads(
     """
     check_module(model)
     _check_value(value)
-    if not callable(metric):
-        raise OptionTypeError(f"metric must be a function logits -> tensor, got {metric!r}.")
+    callable_("metric", metric, "a function logits -> tensor")
     names = resolve(unwrap(model), layers)
     n = _batch_of(inputs)
     _warn_if_training(model)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import choice, positive_int
 from ..errors import HlvizWarning, OptionError, OptionTypeError, ShapeMismatchError
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
 from ..hooks.recording import record
@@ -125,8 +126,7 @@ class LogitLens:
         """A ``pandas.DataFrame`` of the ``k`` most likely tokens per layer and position."""
         import pandas as pd
 
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise OptionError(f"k must be a positive int, got {k!r}.")
+        k = positive_int("k", k)
         probs, ids = self.logits[:, example].softmax(-1).topk(min(k, self.logits.shape[-1]))
         rows = []
         for li, layer in enumerate(self.layers):
@@ -185,8 +185,7 @@ class LogitLens:
 
         if what is None:
             what = "target" if self.targets is not None else "top"
-        if what not in ("target", "top"):
-            raise OptionError(f"what must be 'target', 'top' or None, got {what!r}.")
+        choice("what", what, ("target", "top"), hint="Or None: 'target' when there are targets.")
         if what == "target" and self.targets is None:
             raise OptionError(
                 "what='target' needs targets, and this lens has none: use what='top' (the "

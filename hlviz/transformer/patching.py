@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import callable_, choice, positive_int
 from ..errors import HlvizWarning, OptionError, OptionTypeError, ShapeMismatchError
 from ..hooks.editing import EditFn, edit
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
@@ -275,14 +276,9 @@ def activation_patching(
     not return one value (per example), or that scores clean and corrupted the same.
     """
     check_module(model)
-    if positions not in ("each", "all"):
-        raise OptionError(f"positions must be 'each' or 'all', got {positions!r}.")
-    if not callable(metric):
-        raise OptionTypeError(f"metric must be a function logits -> tensor, got {metric!r}.")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise OptionError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+    choice("positions", positions, ("each", "all"))
+    callable_("metric", metric, "a function logits -> tensor")
+    positive_int("batch_size", batch_size, none=True)
     n = _batch_of(clean)
     _check_aligned(clean, corrupted)
     names = resolve(unwrap(model), layers)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._checks import ndim
 from ..errors import OptionError
 
 if TYPE_CHECKING:
@@ -60,8 +61,7 @@ def plot_grid(
     import matplotlib.pyplot as plt
 
     values = np.asarray(values, dtype=float)
-    if values.ndim != 2:
-        raise OptionError(f"values must be 2-D (rows x columns), got shape {values.shape}.")
+    ndim("values", values, 2, "(rows x columns)")
     row_labels = _labels(rows, values.shape[0], "rows")
     col_labels = _labels(columns, values.shape[1], "columns")
     if ax is None:
@@ -102,8 +102,7 @@ def plot_attention_pattern(
     import matplotlib.pyplot as plt
 
     pattern = np.asarray(pattern, dtype=float)
-    if pattern.ndim != 2:
-        raise OptionError(f"pattern must be (queries, keys), got shape {pattern.shape}.")
+    ndim("pattern", pattern, 2, "(queries, keys)")
     keys = _labels(tokens, pattern.shape[1], "tokens")
     queries = _labels(tokens, pattern.shape[0], "tokens")
     if ax is None:
