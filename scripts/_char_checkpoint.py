@@ -5,7 +5,6 @@ reloaded file, and record its sha256 when it is the shipped checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import torch
 
+from hlviz.datasets import sha256_of
 from hlviz.models.rnn import ngram_bits_per_char
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,30 +24,29 @@ def finish(
     args: Any,
     seconds: float,
     corpora: Sequence[Any],
-    bits_per_char: Callable[[torch.nn.Module, torch.Tensor], float],
     save: Callable[[torch.nn.Module, Path, dict[str, str]], None],
     load: Callable[[Path], torch.nn.Module],
     checkpoint: str,
     metadata: dict[str, str] | None = None,
     notes: Sequence[str] = (),
 ) -> None:
-    """Score ``model`` on validation and test (float32, then with its weights rounded to
+    """Score ``model`` (its own ``bits_per_char``) on validation and test (float32, then with its weights rounded to
     float16, which is what the file holds), write it to ``args.out`` with the scores, the
     vocabulary, the corpus sha256 and the training arguments in its metadata, reload it and
     score it again, and update ``data/SHA256SUMS`` when ``args.out`` is the shipped file."""
     train, valid, test = corpora
     model.eval()
     float32 = {
-        "test_bits_per_char_float32": bits_per_char(model, test.encode()),
-        "validation_bits_per_char_float32": bits_per_char(model, valid.encode()),
+        "test_bits_per_char_float32": model.bits_per_char(test.encode()),
+        "validation_bits_per_char_float32": model.bits_per_char(valid.encode()),
     }
     with torch.no_grad():  # measure what the float16 file will hold
         for p in model.parameters():
             p.copy_(p.to(torch.float16).to(torch.float32))
     ids, vocab = train.encode(), len(train.vocab)
     scores = {
-        "test_bits_per_char": bits_per_char(model, test.encode()),
-        "validation_bits_per_char": bits_per_char(model, valid.encode()),
+        "test_bits_per_char": model.bits_per_char(test.encode()),
+        "validation_bits_per_char": model.bits_per_char(valid.encode()),
         **float32,
         "unigram_test_bits_per_char": ngram_bits_per_char(
             ids, test.encode(), order=1, vocab_size=vocab
@@ -60,7 +59,7 @@ def finish(
     meta = {
         "vocab": train.vocab,
         "python": train.python,
-        "corpus_sha256": hashlib.sha256(corpus_file.read_bytes()).hexdigest(),
+        "corpus_sha256": sha256_of(corpus_file),
         "training": json.dumps({k: v for k, v in vars(args).items() if k != "out"}),
         "train_seconds": f"{seconds:.0f}",
         **(metadata or {}),
@@ -68,14 +67,14 @@ def finish(
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save(model, args.out, meta)
-    check = bits_per_char(load(args.out), test.encode())
+    check = load(args.out).bits_per_char(test.encode())
     print(json.dumps({k: round(v, 4) for k, v in scores.items()}))
     for note in notes:
         print(note)
     print(f"reloaded float16 checkpoint: {check:.4f} bits/char on test; trained in {seconds:.0f}s")
     print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes)")
     if args.out.resolve() == (ROOT / "data" / checkpoint).resolve():
-        digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
+        digest = sha256_of(args.out)
         sums = ROOT / "data" / "SHA256SUMS"
         lines = [ln for ln in sums.read_text().splitlines() if ln.split()[-1] != checkpoint]
         sums.write_text("\n".join([*lines, f"{digest}  {checkpoint}"]) + "\n")

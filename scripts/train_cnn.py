@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hlviz.datasets import fashion_mnist  # noqa: E402
-from hlviz.models.cnn import SmallCNN, checkpoint_name  # noqa: E402
+from hlviz.models.cnn import SmallCNN, checkpoint_name, load_small_cnn  # noqa: E402
 from hlviz.models.training import accuracy  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -52,17 +52,22 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
-def save(model: SmallCNN, path: Path, meta: dict, test) -> float:
-    """Write float16 weights; return the test accuracy of the weights as stored."""
-    from safetensors.torch import save_file
+UNSTORED = ("num_batches_tracked",)  # BatchNorm's step counters, unused in eval mode
 
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    check = SmallCNN(widths=model.widths)
-    check.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    acc = accuracy(check.eval(), test.X, test.y)
-    meta = {k: str(v) for k, v in {**meta, "test_accuracy": f"{acc:.4f}"}.items()}
-    save_file(state, str(path), metadata=meta)
+
+def save(model: SmallCNN, path: Path, meta: dict, test) -> float:
+    """Write float16 weights (hlviz's one checkpoint format); return the test accuracy of the
+    weights as stored."""
+    from hlviz.models._checkpoint import save_float16
+
+    def write(extra: dict) -> None:
+        header = {k: str(v) for k, v in {**meta, **extra}.items()}
+        save_float16(model, path, None, header, unstored=UNSTORED)
+
+    write({})
+    stored = load_small_cnn(path=path)
+    acc = accuracy(stored, test.X, test.y)
+    write({"test_accuracy": f"{acc:.4f}"})
     return acc
 
 

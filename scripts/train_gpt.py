@@ -9,7 +9,7 @@ generator) and predicts every character of a window from the ones before it. Ada
 decay on the weight matrices only), a linear warm-up then a cosine decay of the learning rate,
 gradient clipping. The weights are stored as float16 (half the size); the test bits per
 character written into the file's metadata are measured with those float16 weights (the float32
-figure is stored beside it), with :func:`hlviz.models.gpt.bits_per_char` (windows of
+figure is stored beside it), with :meth:`hlviz.models.CharGPT.bits_per_char` (windows of
 ``context`` characters every ``context / 2``). The validation split chooses hyper-parameters;
 the test split is only reported. The defaults (context 128, lr 3e-3, 1,500 steps) won on
 validation bits per character against ``--context 256 --seq 256 --batch 16 --steps 1050``
@@ -37,7 +37,6 @@ from hlviz.datasets import code_corpus  # noqa: E402
 from hlviz.models.gpt import (  # noqa: E402
     CHECKPOINT,
     CharGPT,
-    bits_per_char,
     load_char_gpt,
     save_char_gpt,
 )
@@ -132,7 +131,6 @@ def main() -> None:
         args=args,
         seconds=time.time() - start,
         corpora=(train, valid, test),
-        bits_per_char=bits_per_char,
         save=save_char_gpt,
         load=load_char_gpt,
         checkpoint=CHECKPOINT,

@@ -30,7 +30,6 @@ from hlviz.datasets import code_corpus  # noqa: E402
 from hlviz.models.rnn import (  # noqa: E402
     CHECKPOINT,
     CharLSTM,
-    bits_per_char,
     load_char_lstm,
     save_char_lstm,
 )
@@ -84,7 +83,6 @@ def main() -> None:
         args=args,
         seconds=time.time() - start,
         corpora=(train, valid, test),
-        bits_per_char=bits_per_char,
         save=save_char_lstm,
         load=load_char_lstm,
         checkpoint=CHECKPOINT,

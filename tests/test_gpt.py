@@ -16,7 +16,7 @@ from torch import nn
 import hlviz
 from hlviz import datasets
 from hlviz.errors import DataFileError, OptionError, ShapeMismatchError, UnitIndexError
-from hlviz.models.gpt import CHECKPOINT, CharGPT, bits_per_char, load_char_gpt, save_char_gpt
+from hlviz.models.gpt import CHECKPOINT, CharGPT, load_char_gpt, save_char_gpt
 from hlviz.models.rnn import ngram_bits_per_char
 from hlviz.testing import assert_no_hooks
 
@@ -197,19 +197,19 @@ def _bits_by_brute_force(model, ids, context, stride):
 def test_bits_per_char_scores_every_character_once_from_its_window(small, context, stride, n):
     small.double()
     ids = torch.randint(0, 11, (n,))
-    bits = bits_per_char(small, ids, context=context, stride=stride, batch=3)
+    bits = small.bits_per_char(ids, context=context, stride=stride, batch=3)
     assert bits == pytest.approx(_bits_by_brute_force(small, ids, context, stride), abs=1e-9)
 
 
 def test_bits_per_char_default_window_is_the_context_with_half_overlap(small):
     ids = torch.randint(0, 11, (50,))
-    assert bits_per_char(small, ids) == pytest.approx(
-        bits_per_char(small, ids, context=9, stride=4), abs=1e-6
+    assert small.bits_per_char(ids) == pytest.approx(
+        small.bits_per_char(ids, context=9, stride=4), abs=1e-6
     )
     with torch.no_grad():
         small.unembed.weight.zero_()
         small.unembed.bias.zero_()
-    assert bits_per_char(small, ids) == pytest.approx(math.log2(11), abs=1e-6)
+    assert small.bits_per_char(ids) == pytest.approx(math.log2(11), abs=1e-6)
 
 
 def test_bits_per_char_runs_in_eval_mode_and_restores_the_mode():
@@ -217,10 +217,10 @@ def test_bits_per_char_runs_in_eval_mode_and_restores_the_mode():
     model = CharGPT(vocab_size=7, d_model=8, n_heads=2, n_layers=1, context=8, dropout=0.5)
     ids = torch.randint(0, 7, (30,))
     model.train()
-    first, second = bits_per_char(model, ids), bits_per_char(model, ids)
+    first, second = model.bits_per_char(ids), model.bits_per_char(ids)
     assert first == second and model.training
     model.eval()
-    assert bits_per_char(model, ids) == first
+    assert model.bits_per_char(ids) == first
 
 
 def test_bits_per_char_checks_its_arguments(small):
@@ -228,17 +228,17 @@ def test_bits_per_char_checks_its_arguments(small):
     with pytest.raises(
         OptionError, match="context must be at most the model's 9 characters, got 10"
     ):
-        bits_per_char(small, ids, context=10)
+        small.bits_per_char(ids, context=10)
     with pytest.raises(OptionError, match=r"stride \(6\) must not exceed context \(5\)"):
-        bits_per_char(small, ids, context=5, stride=6)
+        small.bits_per_char(ids, context=5, stride=6)
     with pytest.raises(OptionError, match="stride must be a positive int, got 0"):
-        bits_per_char(small, ids, stride=0)
+        small.bits_per_char(ids, stride=0)
     with pytest.raises(OptionError, match="batch must be a positive int, got 0"):
-        bits_per_char(small, ids, batch=0)
+        small.bits_per_char(ids, batch=0)
     with pytest.raises(OptionError, match="at least 2 integer character ids, got 20 torch.float32"):
-        bits_per_char(small, ids.float())
+        small.bits_per_char(ids.float())
     with pytest.raises(OptionError, match="at least 2 integer character ids, got 1 torch.int64"):
-        bits_per_char(small, torch.tensor([3]))
+        small.bits_per_char(torch.tensor([3]))
 
 
 def test_save_and_load_round_trip_in_float16(tmp_path, small):
@@ -289,7 +289,7 @@ def test_checkpoint_config_and_vocabulary(shipped):
 
 def test_checkpoint_reaches_its_stated_bits_per_char(shipped):
     test, train = datasets.code_corpus("test"), datasets.code_corpus("train")
-    bpc = bits_per_char(shipped, test.encode())
+    bpc = shipped.bits_per_char(test.encode())
     assert bpc == pytest.approx(float(shipped.meta["test_bits_per_char"]), abs=1e-3)
     unigram = ngram_bits_per_char(train.encode(), test.encode(), order=1, vocab_size=96)
     bigram = ngram_bits_per_char(train.encode(), test.encode(), order=2, vocab_size=96)

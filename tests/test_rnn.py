@@ -18,7 +18,6 @@ from hlviz.models.rnn import (
     CHECKPOINT,
     CharLSTM,
     RNNStates,
-    bits_per_char,
     load_char_lstm,
     lstm_layer_steps,
     ngram_bits_per_char,
@@ -133,9 +132,9 @@ def test_bits_per_char_of_a_uniform_model_is_log2_vocab():
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.zero_()
-    assert bits_per_char(model, torch.randint(0, 8, (100,)), streams=3) == pytest.approx(3.0)
+    assert model.bits_per_char(torch.randint(0, 8, (100,)), streams=3) == pytest.approx(3.0)
     with pytest.raises(OptionError, match="5 characters are too few for 4 streams"):
-        bits_per_char(model, torch.arange(5) % 8, streams=4)
+        model.bits_per_char(torch.arange(5) % 8, streams=4)
 
 
 def test_save_and_load_round_trip_in_float16(tmp_path, small):
@@ -174,7 +173,7 @@ def test_checkpoint_reaches_its_stated_bits_per_char(shipped):
     test = hlviz.datasets.code_corpus("test")
     train = hlviz.datasets.code_corpus("train")
     assert shipped.meta["vocab"] == test.vocab
-    bpc = bits_per_char(shipped, test.encode())
+    bpc = shipped.bits_per_char(test.encode())
     assert bpc == pytest.approx(float(shipped.meta["test_bits_per_char"]), abs=2e-3)
     unigram = ngram_bits_per_char(train.encode(), test.encode(), order=1, vocab_size=96)
     bigram = ngram_bits_per_char(train.encode(), test.encode(), order=2, vocab_size=96)

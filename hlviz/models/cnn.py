@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import DataFileError, OptionError
+from ..errors import OptionError
+from ._checkpoint import load_float16
 
 __all__ = ["CHECKPOINT_STEPS", "SmallCNN", "checkpoint_name", "load_small_cnn"]
 
@@ -126,7 +128,9 @@ def checkpoint_name(seed: int = 0, step: str = "final") -> str:
     return f"fashion_cnn_seed{seed}_{step}.safetensors"
 
 
-def load_small_cnn(seed: int = 0, step: str = "final", *, device: str | None = None) -> SmallCNN:
+def load_small_cnn(
+    seed: int = 0, step: str = "final", *, path: str | Path | None = None, device: str | None = None
+) -> SmallCNN:
     """The shipped :class:`SmallCNN` of ``seed`` after ``step``, in eval mode.
 
     >>> model = load_small_cnn(seed=1)
@@ -137,27 +141,15 @@ def load_small_cnn(seed: int = 0, step: str = "final", *, device: str | None = N
     pickle), after checking its sha256 against ``data/SHA256SUMS``; a missing or damaged
     file raises :class:`~hlviz.errors.DataFileError` naming the command that rebuilds it.
     Weights are stored as float16 and returned as float32; the file's metadata holds the
-    widths and the test accuracy measured when it was written (``model.meta``).
+    widths and the test accuracy measured when it was written (``model.meta``). ``path``
+    reads a checkpoint written elsewhere by ``scripts/train_cnn.py`` instead (no checksum).
     """
-    from safetensors import safe_open
-
-    from ..datasets.files import verified_data_file
-
-    path = verified_data_file(checkpoint_name(seed, step), _REBUILD)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
-    widths = tuple(json.loads(meta.get("widths", "[16, 32, 64, 64]")))
-    model = SmallCNN(widths=widths)
-    expected = {  # the BatchNorm step counters are not stored (unused in eval mode)
-        k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
-    }
-    if set(state) != set(expected):
-        raise DataFileError(
-            f"{path.name} holds tensors {sorted(set(state) ^ set(expected))[:4]} that do not "
-            f"match SmallCNN(widths={widths}); rebuild it with `{_REBUILD}`."
-        )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
-    model.meta = dict(meta)
-    model.eval()
-    return model.to(device) if device is not None else model
+    return load_float16(
+        SmallCNN,
+        path,
+        checkpoint=checkpoint_name(seed, step) if path is None else Path(path).name,
+        rebuild=_REBUILD,
+        device=device,
+        config=lambda meta: {"widths": tuple(json.loads(meta.get("widths", "[16, 32, 64, 64]")))},
+        unstored=("num_batches_tracked",),
+    )

@@ -49,7 +49,7 @@ from torch import nn
 from ..errors import OptionError, ShapeMismatchError
 from ._checkpoint import load_float16, save_float16
 
-__all__ = ["CHECKPOINT", "CharGPT", "bits_per_char", "load_char_gpt", "save_char_gpt"]
+__all__ = ["CHECKPOINT", "CharGPT", "load_char_gpt", "save_char_gpt"]
 
 CHECKPOINT = "code_gpt.safetensors"
 _REBUILD = "python scripts/train_gpt.py"
@@ -188,6 +188,30 @@ class CharGPT(nn.Module):
             x = block(x)
         return self.unembed(self.ln_f(x))
 
+    def bits_per_char(
+        self, ids: Any, *, context: int | None = None, stride: int | None = None, batch: int = 64
+    ) -> float:
+        """Mean bits per character of this model predicting ``ids`` ``(T,)`` (its cross-entropy / ln 2).
+
+        >>> _ = torch.manual_seed(0)
+        >>> model = CharGPT(vocab_size=4, d_model=8, n_heads=2, n_layers=1, context=16)
+        >>> bits = model.bits_per_char(torch.randint(0, 4, (300,)))
+        >>> 1.9 < bits < 2.1   # an untrained model on 4 random symbols: about log2(4) = 2
+        True
+
+        A GPT sees at most ``context`` characters (default ``self.context``), so the text is read
+        in windows of ``context`` characters that start every ``stride`` characters (default
+        ``context // 2``). Every character but the first is scored exactly once: the first
+        window scores all its predictions, each later window only the last ``stride`` of them,
+        so every character after the first window is predicted from at least
+        ``context - stride + 1`` (by default ``context / 2 + 1``) and at most ``context``
+        characters of history. The LSTM's :meth:`hlviz.models.CharLSTM.bits_per_char` instead carries its state
+        along 16 long contiguous streams (an unbounded history), so the two figures cover the
+        same characters (up to the first one of each LSTM stream) but not the same information.
+        ``stride=context`` gives non-overlapping windows (cheaper, less history on average).
+        """
+        return _bits_per_char(self, ids, context=context, stride=stride, batch=batch)
+
     def extra_repr(self) -> str:
         return (
             f"vocab={self.vocab_size}, d_model={self.d_model}, heads={self.n_heads}, "
@@ -196,7 +220,7 @@ class CharGPT(nn.Module):
 
 
 @torch.no_grad()
-def bits_per_char(
+def _bits_per_char(
     model: CharGPT,
     ids: Any,
     *,
@@ -204,25 +228,7 @@ def bits_per_char(
     stride: int | None = None,
     batch: int = 64,
 ) -> float:
-    """Mean bits per character of ``model`` predicting ``ids`` ``(T,)`` (its cross-entropy / ln 2).
-
-    >>> _ = torch.manual_seed(0)
-    >>> model = CharGPT(vocab_size=4, d_model=8, n_heads=2, n_layers=1, context=16)
-    >>> bits = bits_per_char(model, torch.randint(0, 4, (300,)))
-    >>> 1.9 < bits < 2.1   # an untrained model on 4 random symbols: about log2(4) = 2
-    True
-
-    A GPT sees at most ``context`` characters (default ``model.context``), so the text is read
-    in windows of ``context`` characters that start every ``stride`` characters (default
-    ``context // 2``). Every character but the first is scored exactly once: the first
-    window scores all its predictions, each later window only the last ``stride`` of them,
-    so every character after the first window is predicted from at least
-    ``context - stride + 1`` (by default ``context / 2 + 1``) and at most ``context``
-    characters of history. The LSTM's :func:`hlviz.models.rnn.bits_per_char` instead carries its state
-    along 16 long contiguous streams (an unbounded history), so the two figures cover the
-    same characters (up to the first one of each LSTM stream) but not the same information.
-    ``stride=context`` gives non-overlapping windows (cheaper, less history on average).
-    """
+    """The body of :meth:`CharGPT.bits_per_char`."""
     context = model.context if context is None else context
     _check_positive(context, "context")
     if context > model.context:

@@ -45,7 +45,6 @@ __all__ = [
     "CharLSTM",
     "CharLSTMOutput",
     "RNNStates",
-    "bits_per_char",
     "load_char_lstm",
     "lstm_layer_steps",
     "ngram_bits_per_char",
@@ -287,23 +286,27 @@ class CharLSTM(nn.Module):
     def forward(self, ids: torch.Tensor, hx: Any = None, *, unroll: bool = False) -> torch.Tensor:
         return self.run(ids, hx, unroll=unroll).logits
 
+    def bits_per_char(self, ids: torch.Tensor, *, streams: int = 16) -> float:
+        """Mean bits per character of this model predicting ``ids`` ``(T,)`` (its own cross-entropy / ln 2).
+
+        >>> _ = torch.manual_seed(0)
+        >>> model = CharLSTM(vocab_size=4, hidden_size=4)
+        >>> bits = model.bits_per_char(torch.randint(0, 4, (200,)), streams=2)
+        >>> 1.9 < bits < 2.3   # an untrained model on 4 random symbols: about log2(4) = 2
+        True
+
+        The text is cut into ``streams`` contiguous pieces run side by side; each piece starts
+        from a zero state, and every character but the first of each piece is predicted.
+        """
+        return _bits_per_char(self, ids, streams=streams)
+
     def extra_repr(self) -> str:
         return f"vocab={self.vocab_size}, hidden={self.hidden_size}, layers={self.num_layers}"
 
 
 @torch.no_grad()
-def bits_per_char(model: CharLSTM, ids: torch.Tensor, *, streams: int = 16) -> float:
-    """Mean bits per character of ``model`` predicting ``ids`` ``(T,)`` (its own cross-entropy / ln 2).
-
-    >>> _ = torch.manual_seed(0)
-    >>> model = CharLSTM(vocab_size=4, hidden_size=4)
-    >>> bits = bits_per_char(model, torch.randint(0, 4, (200,)), streams=2)
-    >>> 1.9 < bits < 2.3   # an untrained model on 4 random symbols: about log2(4) = 2
-    True
-
-    The text is cut into ``streams`` contiguous pieces run side by side; each piece starts
-    from a zero state, and every character but the first of each piece is predicted.
-    """
+def _bits_per_char(model: CharLSTM, ids: torch.Tensor, *, streams: int = 16) -> float:
+    """The body of :meth:`CharLSTM.bits_per_char`."""
     _check_positive(streams, "streams")
     ids = torch.as_tensor(ids).reshape(-1)
     length = len(ids) // streams
@@ -329,7 +332,7 @@ def ngram_bits_per_char(
     0.415
 
     Counts come from ``train``; ``test`` is scored from its second character on (so the
-    unigram and bigram numbers cover the same characters as :func:`bits_per_char` does).
+    unigram and bigram numbers cover the same characters as :meth:`CharLSTM.bits_per_char` does).
     """
     if order not in (1, 2):
         raise OptionError(f"order must be 1 (unigram) or 2 (bigram), got {order!r}.")
