@@ -123,7 +123,7 @@ def _captum_cases(model, x, t):
             ),
         ),
         "smoothgrad": (
-            {"nt_samples": 4, "stdevs": 0.2},
+            {"nt_samples": 4, "stdevs": 0.2, "seed": 7},
             lambda: ca.NoiseTunnel(ca.Saliency(model)).attribute(
                 x, nt_type="smoothgrad", nt_samples=4, stdevs=0.2, target=t
             ),
@@ -132,6 +132,12 @@ def _captum_cases(model, x, t):
             {"window": (1, 2, 2), "strides": (1, 2, 2)},
             lambda: ca.Occlusion(model).attribute(
                 x, sliding_window_shapes=(1, 2, 2), strides=(1, 2, 2), baselines=0, target=t
+            ),
+        ),
+        "feature_ablation": (
+            {"feature_mask": torch.arange(64).reshape(1, 1, 8, 8) // 8},
+            lambda: ca.FeatureAblation(model).attribute(
+                x, feature_mask=torch.arange(64).reshape(1, 1, 8, 8) // 8, baselines=0, target=t
             ),
         ),
         "grad_cam": (
@@ -161,6 +167,7 @@ def _captum_cases(model, x, t):
         "integrated_gradients",
         "smoothgrad",
         "occlusion",
+        "feature_ablation",
         "grad_cam",
         "layer_conductance",
         "neuron_conductance",
@@ -171,9 +178,10 @@ def test_values_equal_captum_called_directly(method, x):
     model = Blocks().eval()
     t = [0, 2]
     options, direct = _captum_cases(model, x, t)[method]
-    torch.manual_seed(7)
+    state = torch.random.get_rng_state()
     ours = quiet(attribute, model, x, target=t, method=method, **options)
-    torch.manual_seed(7)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is untouched
+    torch.manual_seed(7)  # smoothgrad's noise: ours is drawn under seed=7
     theirs = direct()
     if isinstance(theirs, tuple):
         theirs, delta = theirs
@@ -367,16 +375,110 @@ def test_targets_that_are_fine():
 
 
 @pytest.mark.parametrize(
-    "method", ["saliency", "integrated_gradients", "smoothgrad", "occlusion", "layer_conductance"]
+    "method", ["saliency", "integrated_gradients", "smoothgrad", "layer_conductance"]
 )
 def test_token_ids_to_a_gradient_method_name_the_token_route(method):
     kwargs = {"layer": "rnn"} if method == "layer_conductance" else {}
     with pytest.raises(
         TokenInputError,
         match=r"integer token ids \(torch.int64\), which have no gradient. Attribute tokens with "
-        r"method='layer_integrated_gradients', layer='emb'",
+        r"method='layer_integrated_gradients', layer='emb' .*, or with a method that needs no "
+        r"gradients \('occlusion', 'feature_ablation'\)",
     ):
         attribute(TokenLSTM(), torch.tensor([[1, 2, 3]]), target=0, method=method, **kwargs)
+
+
+def _occlude_by_hand(score, ids, fill):
+    """``score(ids) - score(ids with token t replaced by fill)`` for every position, a loop."""
+    out = torch.zeros(ids.shape, dtype=torch.float32)
+    with torch.no_grad():
+        intact = score(ids)
+        for t in range(ids.shape[1]):
+            hidden = ids.clone()
+            hidden[:, t] = fill
+            out[:, t] = intact - score(hidden)
+    return out
+
+
+@pytest.mark.parametrize("method", ["occlusion", "feature_ablation"])
+def test_perturbation_methods_take_token_ids_and_equal_a_hand_written_loop(method):
+    torch.manual_seed(0)
+    model = TokenLSTM().eval()
+    ids = torch.tensor([[1, 5, 6, 7, 3], [2, 8, 9, 4, 4]])
+    targets = [2, 0]
+    a = attribute(model, ids, target=targets, method=method, baseline=0, special_ids=[],
+                  perturbations_per_eval=3)  # fmt: skip
+    expected = _occlude_by_hand(lambda v: model(v)[torch.arange(2), targets], ids, 0)
+    torch.testing.assert_close(a.values, expected, atol=1e-6, rtol=1e-5)
+    assert a.values.shape == (2, 5) and a.per_position().shape == (2, 5) and a.delta is None
+    tokens = [list("abcde"), list("fghij")]
+    named = attribute(model, ids, target=targets, method=method, baseline=0, special_ids=[],
+                      tokens=tokens)  # fmt: skip
+    assert named.tokens == tokens and named.to_html().count('class="hlviz-token"') == 10
+    hlviz.testing.assert_no_hooks(model)
+
+
+class _NextChar(nn.Module):
+    """A character model: (N, T) ids -> (N, T, vocab) logits, as CharLSTM gives."""
+
+    def __init__(self, vocab: int = 7):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 6)
+        self.rnn = nn.GRU(6, 6, batch_first=True)
+        self.head = nn.Linear(6, vocab)
+
+    def forward(self, ids):
+        return self.head(self.rnn(self.emb(ids))[0])
+
+
+def test_occlusion_over_time_is_attribute_on_token_ids():
+    """What ``hlviz.sequences.occlusion_over_time`` did: log p(next character) at the last
+    step minus its value with character t replaced by a fill character."""
+    torch.manual_seed(1)
+    model = _NextChar().eval()
+    ids = torch.randint(1, 7, (3, 9))
+    targets, fill = [4, 0, 2], 0
+    scorer = nn.Sequential(model, nn.LogSoftmax(dim=-1))
+    a = attribute(scorer, ids, target=targets, method="occlusion", output=lambda out: out[:, -1],
+                  baseline=fill, special_ids=[], perturbations_per_eval=9)  # fmt: skip
+
+    def logp(v):
+        return torch.log_softmax(model(v)[:, -1].float(), -1)[torch.arange(3), targets]
+
+    torch.testing.assert_close(a.values, _occlude_by_hand(logp, ids, fill), atol=1e-6, rtol=1e-5)
+    with pytest.raises(BaselineError, match=r"no PAD token id is known for the token baseline"):
+        attribute(model, ids, target=targets, method="occlusion", output=lambda out: out[:, -1])
+    with pytest.raises(OptionError, match=r"perturbations_per_eval must be an int >= 1"):
+        attribute(scorer, ids, target=targets, method="occlusion", output=lambda out: out[:, -1],
+                  baseline=fill, special_ids=[], perturbations_per_eval=0)  # fmt: skip
+
+
+def test_attribute_leaves_the_random_state_alone_and_smoothgrad_repeats_for_a_seed(x):
+    model = Blocks().eval()
+    state = torch.random.get_rng_state()
+    first = attribute(model, x, target=0, method="smoothgrad", nt_samples=3, seed=2)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.rand(5)
+    assert torch.equal(
+        attribute(model, x, target=0, method="smoothgrad", nt_samples=3, seed=2).values,
+        first.values,
+    )
+    other = attribute(model, x, target=0, method="smoothgrad", nt_samples=3, seed=3)
+    assert not torch.equal(other.values, first.values)
+    with pytest.raises(OptionError, match=r"seed must be an int \(the noise's random seed\)"):
+        attribute(model, x, target=0, method="smoothgrad", seed="a")
+
+
+def test_every_method_is_one_registry_record():
+    from hlviz.attribution import METHODS, Method, register
+
+    assert all(isinstance(m, Method) and m.name == name for name, m in METHODS.items())
+    assert {m.name for m in METHODS.values() if m.token_ids} == {
+        "occlusion", "feature_ablation", "grad_cam", "layer_integrated_gradients"
+    }  # fmt: skip
+    assert all(m.token_ids for m in METHODS.values() if not m.gradients)
+    with pytest.raises(OptionError, match=r"'saliency' is already registered"):
+        register(METHODS["saliency"])
 
 
 def test_baseline_errors():
@@ -527,10 +629,23 @@ def test_attribution_summary_plot_and_html(x):
 
     model = Blocks().eval()
     ig = quiet(attribute, model, x, target=0, method="integrated_gradients", n_steps=8)
-    assert "integrated_gradients target=0: values (2, 1, 8, 8)" in ig.summary()
-    assert "|delta| <=" in ig.summary()
+    assert "integrated_gradients target=0: values (2, 1, 8, 8)" in ig.describe()
+    assert "|delta| <=" in ig.describe()
+    table = ig.summary()
+    assert list(table.columns) == ["example", "target", "min", "max", "sum", "delta",
+                                   "output_change", "relative_delta"]  # fmt: skip
+    flat = ig.values.reshape(2, -1).double()
+    assert table["sum"].tolist() == pytest.approx(flat.sum(1).tolist())
+    assert table["relative_delta"].tolist() == pytest.approx(
+        (ig.delta.double().abs() / ig.output_change.double().abs()).tolist()
+    )
+    assert list(attribute(model, x, target=[0, 1], method="saliency").summary().columns) == [
+        "example", "target", "min", "max", "sum"
+    ]  # fmt: skip
     fig = ig.plot()
     assert len(fig.axes) == 2 * 2 + 1
+    with pytest.raises(OptionError, match=r"pass fig= \(a Figure\), not ax="):
+        ig.plot(ax=fig.axes[0])
     plt.close(fig)
     with pytest.raises(LayerShapeError, match=r"integrated_gradients values have shape \(2, 1, 8, "
                        r"8\), not one value per token or time step .* use .plot\(\)"):  # fmt: skip
@@ -539,17 +654,19 @@ def test_attribution_summary_plot_and_html(x):
                 method="integrated_gradients", n_steps=8)  # fmt: skip
     page = seq.to_html()
     assert page.count('class="hlviz-token"') == 10 and "integrated_gradients, target 0" in page
-    fig = seq.plot()
-    assert fig.axes[0].get_xlabel() == "position"
-    plt.close(fig)
+    _, ax = plt.subplots()
+    assert seq.plot(ax=ax) is ax and ax.get_xlabel() == "position"
+    with pytest.raises(OptionError, match=r"draw on one Axes: pass ax=, not fig="):
+        seq.plot(fig=ax.figure)
+    plt.close(ax.figure)
     ids = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 2]])
     cam = attribute(TokenLSTM().eval(), ids, target=0, method="grad_cam", layer="rnn",
                     channel_dim=-1)  # fmt: skip
     assert cam.values.shape == (2, 1, 4) and cam.per_position().shape == (2, 4)
     assert cam.to_html().count('class="hlviz-token"') == 8
-    fig = cam.plot(examples=[1])
-    assert len(fig.axes[0].lines) == 2  # example 1 and the zero line
-    plt.close(fig)
+    ax = cam.plot(examples=[1])
+    assert len(ax.lines) == 2  # example 1 and the zero line
+    plt.close(ax.figure)
     with pytest.raises(Exception, match="frozen|cannot assign"):
         ig.method = "other"  # type: ignore[misc]
 

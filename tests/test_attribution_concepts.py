@@ -56,16 +56,24 @@ def test_cascading_randomisation_changes_maps_of_a_real_model():
     assert steps.randomised.tolist() == ["", "4", "2", "0"]  # output side first
     assert (table[table.step == 0].spearman_abs == 1.0).all()
     assert (table[table.step == 3].spearman_abs < 0.5).all() and report.flagged == ()
-    assert "saliency: spearman_abs" in report.summary() and "FLAGGED" not in report.summary()
-    fig = report.plot()
-    assert fig.axes[0].get_ylabel() == "Spearman |map| vs trained"
+    assert "saliency: spearman_abs" in report.describe() and "FLAGGED" not in report.describe()
+    summary = report.summary()
+    assert list(summary.columns) == [
+        "method", "spearman", "spearman_abs", "top10_overlap", "flagged",
+    ]  # fmt: skip
+    assert summary.method.tolist() == METHODS and not summary.flagged.any()
+    assert summary.spearman_abs.tolist() == table[table.step == 3].spearman_abs.tolist()
+    assert report.to_frame().equals(table)
+    ax = report.plot()
+    assert ax.get_ylabel() == "Spearman |map| vs trained" and len(ax.get_lines()) >= 3
 
 
 def test_a_method_whose_maps_do_not_change_is_flagged():
     report = _check(DeadBranch().eval(), torch.randn(4, 6), methods=["saliency"], layers="aux")
     assert report.flagged == ("saliency",)
     assert report.table.spearman_abs.tolist() == [1.0, 1.0]
-    assert "saliency: spearman_abs 1.000 with all layers random -> FLAGGED" in report.summary()
+    assert "saliency: spearman_abs 1.000 with all layers random -> FLAGGED" in report.describe()
+    assert report.summary().flagged.tolist() == [True]
 
 
 def test_parameters_buffers_and_random_state_are_restored():
@@ -82,6 +90,19 @@ def test_parameters_buffers_and_random_state_are_restored():
     assert all(a is b for a, b in zip(params, model.parameters(), strict=True))
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_sanity_check_leaves_the_random_state_alone_and_repeats_for_a_seed():
+    model = deep_mlp()
+    inputs = torch.randn(4, 16)
+    state = torch.random.get_rng_state()
+    first = _check(model, inputs, methods=["saliency", "smoothgrad"], seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.rand(10)  # the caller's generator moves; the report does not depend on it
+    again = _check(model, inputs, methods=["saliency", "smoothgrad"], seed=5)
+    assert first.table.equals(again.table)
+    other = _check(model, inputs, methods=["saliency", "smoothgrad"], seed=6)
+    assert not first.table.equals(other.table)
 
 
 def test_parameters_are_restored_when_a_step_raises(monkeypatch):
@@ -152,9 +173,23 @@ def test_tcav_finds_the_concept_the_model_uses_and_tests_it_against_random():
     assert (row.concept, row.layer) == ("x0", "0")
     assert row.tcav_score == 1.0 and row.tcav_std == 0.0
     assert row.random_score < 0.8 and row.p_value < 0.05 and bool(row.significant)
-    assert "x0 @ 0: TCAV 1.00 +/- 0.00" in report.summary() and "significant)" in report.summary()
-    assert report.plot().axes[0].get_ylabel() == "TCAV score"
+    assert "x0 @ 0: TCAV 1.00 +/- 0.00" in report.describe() and "significant)" in report.describe()
+    assert report.summary().loc[0, "tcav_score"] == 1.0 and report.to_frame().equals(report.table)
+    assert report.plot().get_ylabel() == "TCAV score"
     hlviz.testing.assert_no_hooks(model)
+
+
+def test_tcav_leaves_every_random_state_alone():
+    model = concept_model()
+    inputs, concept, randoms = concept_data()
+    states = torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    report = hlviz.tcav(model, inputs, target=1, layers="0", concepts={"x0": concept},
+                        random_concepts=randoms, seed=4)  # fmt: skip
+    assert torch.equal(torch.random.get_rng_state(), states[0])
+    assert np.array_equal(np.random.get_state()[1], states[1]) and random.getstate() == states[2]
+    again = hlviz.tcav(model, inputs, target=1, layers="0", concepts={"x0": concept},
+                       random_concepts=randoms, seed=4)  # fmt: skip
+    assert report.table.equals(again.table)
 
 
 def test_tcav_scores_equal_captum_called_directly():

@@ -238,21 +238,21 @@ class LastCharEcho(nn.Module):
         return 10.0 * nn.functional.one_hot(ids, 4).float()
 
 
-def test_occlusion_over_time_by_hand():
-    from hlviz.sequences import occlusion_over_time
-
+def test_occlusion_over_time_is_attribute_on_character_ids():
+    """What ``occlusion_over_time`` did, now ``hlviz.attribute(..., method="occlusion")``: entry
+    ``[n, t]`` is log p(target) at the last step minus its value with character t filled."""
     ids = torch.tensor([[1, 2, 3], [3, 3, 2]])
-    effect = occlusion_over_time(LastCharEcho(), ids, [3, 2], fill=0)
+    scorer = nn.Sequential(LastCharEcho(), nn.LogSoftmax(dim=-1))
+    effect = hlviz.attribute(scorer, ids, target=[3, 2], method="occlusion", baseline=0,
+                             special_ids=[], output=lambda out: out[:, -1]).values  # fmt: skip
     logp = torch.log_softmax(torch.tensor([10.0, 0, 0, 0]), 0)  # confident in the read char
     drop = float(logp[0] - logp[1])  # log p(read char) - log p(another char)
     assert effect.shape == (2, 3)
     assert np.allclose(effect[:, :2], 0) and np.allclose(effect[:, 2], drop)
     model = CharLSTM(vocab_size=5, hidden_size=3)
     mine = model.register_forward_hook(lambda m, a, o: None)
-    out = occlusion_over_time(model, torch.randint(0, 5, (2, 4)), [0, 1], fill=0)
-    assert out.shape == (2, 4)
+    out = hlviz.attribute(model, torch.randint(1, 5, (2, 4)), target=[0, 1], method="occlusion",
+                          baseline=0, special_ids=[], output=lambda out: out[:, -1])  # fmt: skip
+    assert out.values.shape == (2, 4)
     assert_no_hooks(model, ignore=[mine])
-    with pytest.raises(ShapeMismatchError, match="1 targets for 2 sequences: give one per row"):
-        occlusion_over_time(model, ids, [1], fill=0)
-    with pytest.raises(ShapeMismatchError, match=r"ids must be an int \(N, T\) tensor"):
-        occlusion_over_time(model, torch.zeros(2, 3), [1, 2], fill=0)
+    assert not hasattr(hlviz.sequences, "occlusion_over_time")

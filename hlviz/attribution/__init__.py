@@ -1,6 +1,6 @@
 """Attribution that refuses to silently lie: Captum methods, sanity checks, TCAV."""
 
-from . import concepts, core, forward, methods, plots, sanity
+from . import concepts, core, forward, methods, plots, registry, sanity
 from .concepts import TCAVReport, tcav
 from .core import Attribution, attribute
 from .forward import (
@@ -16,13 +16,15 @@ from .forward import (
     scores,
     token_baseline,
 )
-from .methods import METHODS, baseline_for, run
+from .methods import METHODS, baseline_for
 from .plots import plot_attribution_images, plot_over_time
+from .registry import Method, register
 from .sanity import SanityReport, sanity_check
 
 __all__ = [
     "METHODS",
     "Attribution",
+    "Method",
     "ModelForward",
     "Prepared",
     "Probe",
@@ -42,8 +44,9 @@ __all__ = [
     "plots",
     "prepare",
     "probe",
+    "register",
+    "registry",
     "rnn_safe",
-    "run",
     "sanity",
     "sanity_check",
     "scores",

@@ -34,10 +34,11 @@ from torch import nn
 from ..errors import OptionError, OptionTypeError
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
 from . import forward as af
+from ._rng import seeded
 
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.figure import Figure
+    from matplotlib.axes import Axes
 
 __all__ = ["TCAVReport", "tcav"]
 
@@ -53,7 +54,16 @@ class TCAVReport:
     alpha: float
     scores: dict
 
-    def summary(self) -> str:
+    def to_frame(self) -> pd.DataFrame:
+        """The table: one row per (concept, layer)."""
+        return self.table.copy()
+
+    def summary(self) -> pd.DataFrame:
+        """The table with scores rounded to 3 decimals (p-values kept as they are)."""
+        rounded = ["tcav_score", "tcav_std", "random_score"]
+        return self.table.assign(**{c: self.table[c].round(3) for c in rounded})
+
+    def describe(self) -> str:
         """One line per concept and layer."""
         return "\n".join(
             f"{r.concept} @ {r.layer}: TCAV {r.tcav_score:.2f} +/- {r.tcav_std:.2f} vs random "
@@ -62,14 +72,13 @@ class TCAVReport:
             for r in self.table.itertuples()
         )
 
-    def plot(self, ax: Any = None) -> Figure:
-        """Bars of TCAV scores per layer and concept; random scores as ticks; '*' = significant."""
+    def plot(self, *, ax: Axes | None = None) -> Axes:
+        """Bars of TCAV scores per layer and concept; random scores as ticks; '*' = significant.
+        Returns the Axes."""
         import matplotlib.pyplot as plt
 
         if ax is None:
-            fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(self.table)), 3))
-        else:
-            fig = ax.figure
+            _, ax = plt.subplots(figsize=(max(4, 1.2 * len(self.table)), 3))
         labels = [f"{r.concept}\n{r.layer}" for r in self.table.itertuples()]
         x = np.arange(len(labels))
         ax.bar(x, self.table.tcav_score, yerr=self.table.tcav_std, color="tab:blue", alpha=0.8)
@@ -82,7 +91,7 @@ class TCAVReport:
         ax.set_ylim(0, 1.1)
         ax.set_ylabel("TCAV score")
         ax.legend(fontsize=8)
-        return fig
+        return ax
 
 
 def _batches(value: Any, name: str) -> list[torch.Tensor]:
@@ -165,14 +174,13 @@ def tcav(
     try:
         with (
             tempfile.TemporaryDirectory() as tmp,
-            torch.random.fork_rng(devices=[]),
+            seeded(seed),  # torch's generators (CPU and every GPU) restored on exit
             warnings.catch_warnings(),
         ):
             warnings.filterwarnings("ignore", message="Using default classifier")
             warnings.filterwarnings("ignore", message="Creating a tensor from a list of numpy")
             random.seed(seed)
             np.random.seed(seed)
-            torch.manual_seed(seed)
             explainer = TCAV(prep.forward, [f"model.{n}" for n in names], save_path=tmp)
             with af.rnn_safe(prep.forward):
                 scores = explainer.interpret(

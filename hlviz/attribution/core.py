@@ -8,7 +8,8 @@
 ((2, 4), True)
 
 :func:`attribute` picks the Captum call for ``method``, and checks what Captum does not:
-the target leaves one score per example, token ids do not go to a gradient method, the
+the target leaves one score per example, token ids go only to methods that accept them
+(the record in :mod:`~hlviz.attribution.registry` says which), inputs are finite, the
 input differs from its baseline, Grad-CAM gets a layer with space, ``internal_batch_size``
 fits a memory budget, the convergence delta is small (else a :class:`ConvergenceWarning`),
 and RNNs get a backward pass in eval mode (cuDNN off for the call). Captum is imported on
@@ -17,7 +18,6 @@ the first call.
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,26 +25,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..errors import (
-    ConvergenceWarning,
-    HlvizWarning,
-    LayerShapeError,
-    OptionError,
-    TokenInputError,
-)
-from ..hooks.layers import check_module, resolve_modules, unwrap
+from ..errors import ConvergenceWarning, HlvizWarning, LayerShapeError, OptionError
+from ..hooks.layers import check_module, unwrap
 from . import forward as af
-from .methods import (
-    _BASELINE_METHODS,
-    _DELTA_METHODS,
-    _LAYER_METHODS,
-    _TOKEN_OK,
-    METHODS,
-    baseline_for,
-    run,
-)
+from .methods import METHODS, baseline_for
+from .registry import Call, Method, lookup
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["METHODS", "Attribution", "attribute", "token_baseline"]
@@ -77,7 +66,34 @@ class Attribution:
     inputs: torch.Tensor
     tokens: list[list[str]] | None = None
 
-    def summary(self) -> str:
+    def summary(self) -> pd.DataFrame:
+        """One row per example: ``example``, ``target``, ``min``, ``max`` and ``sum`` of its
+        values, and for the methods with a convergence delta ``delta``, ``output_change``
+        (``F(x) - F(baseline)``) and ``relative_delta`` (``|delta| / |output_change|``)."""
+        import pandas as pd
+
+        n = len(self.values)
+        flat = self.values.reshape(n, -1).double()
+        targets = self.target if isinstance(self.target, list) else [self.target] * n
+        table = pd.DataFrame(
+            {
+                "example": range(n),
+                "target": targets,
+                "min": flat.min(1).values.numpy(),
+                "max": flat.max(1).values.numpy(),
+                "sum": flat.sum(1).numpy(),
+            }
+        )
+        if self.delta is not None and self.output_change is not None:
+            change = self.output_change.double()
+            table["delta"] = self.delta.double().numpy()
+            table["output_change"] = change.numpy()
+            table["relative_delta"] = (
+                self.delta.double().abs() / change.abs().clamp_min(1e-12)
+            ).numpy()
+        return table
+
+    def describe(self) -> str:
         """One line: method, target, layer, shape, value range and the convergence delta."""
         v = self.values
         text = (
@@ -90,14 +106,25 @@ class Attribution:
             text += f"; |delta| <= {self.delta.abs().max().item():.3g} ({worst.item():.1%} of |F(x) - F(baseline)|)"
         return text
 
-    def plot(self, **kwargs: Any) -> Figure:
-        """Draw it: an overlay on the input images, or attribution over positions (tokens,
-        time steps). Keyword arguments go to :mod:`hlviz.attribution.plots`."""
+    def plot(
+        self, *, ax: Axes | None = None, fig: Figure | None = None, **kwargs: Any
+    ) -> Axes | Figure:
+        """Draw it. Images ``(N, C, H, W)``: a multi-panel overlay on the inputs, drawn into
+        ``fig`` and returned as the ``Figure`` (:func:`~hlviz.attribution.plots.
+        plot_attribution_images`). Positions (tokens, time steps): one line per example on
+        ``ax``, returned as the ``Axes`` (:func:`~hlviz.attribution.plots.plot_over_time`).
+        Other keyword arguments go to that function."""
         from . import plots as ap
 
         if self.inputs.dim() == 4 and self.values.dim() == 4 and self.inputs.is_floating_point():
-            return ap.plot_attribution_images(self, **kwargs)
-        return ap.plot_over_time(self, **kwargs)
+            if ax is not None:
+                raise OptionError(
+                    "image attributions draw several panels: pass fig= (a Figure), not ax=."
+                )
+            return ap.plot_attribution_images(self, fig=fig, **kwargs)
+        if fig is not None:
+            raise OptionError("attributions over positions draw on one Axes: pass ax=, not fig=.")
+        return ap.plot_over_time(self, ax=ax, **kwargs)
 
     def per_position(self) -> torch.Tensor:
         """One value per position, ``(N, T)``: Grad-CAM's ``(N, 1, T)`` map, a sequence's
@@ -126,65 +153,28 @@ class Attribution:
         return token_heatmap_html(tokens, values.numpy(), **kwargs)
 
 
-def _check_method(method: Any, options: dict[str, Any]) -> None:
-    if method not in METHODS:
-        close = difflib.get_close_matches(str(method), list(METHODS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else "."
-        raise OptionError(
-            f"method={method!r} is not an attribution method{hint} Choose one of "
-            f"{', '.join(METHODS)} (TCAV concepts: hlviz.tcav; sanity checks: hlviz.sanity_check)."
-        )
-    unknown = sorted(set(options) - set(METHODS[method]) - {"input_key"})
-    if unknown:
-        allowed = ", ".join(METHODS[method]) or "none"
-        raise OptionError(
-            f"method {method!r} does not take {', '.join(unknown)}; its options are: {allowed} "
-            "(and input_key=)."
-        )
-
-
-def _layer(model: nn.Module, layer: Any, method: str) -> tuple[str | None, nn.Module | None]:
-    if method not in _LAYER_METHODS:
-        if layer is not None:
-            raise OptionError(
-                f"method {method!r} attributes to the input and takes no layer (got "
-                f"layer={layer!r}); use layer_conductance or grad_cam for a layer."
-            )
-        return None, None
-    if layer is None and method == "layer_integrated_gradients":
-        embed = getattr(model, "get_input_embeddings", lambda: None)()
-        if isinstance(embed, nn.Module):
-            layer = embed
-    if layer is None:
-        raise OptionError(
-            f"method {method!r} needs layer= (a name such as 'features.3', a glob, a type or "
-            "a module of the model). See hlviz.list_layers(model)."
-        )
-    found = resolve_modules(model, layer)
-    if len(found) != 1:
-        raise OptionError(
-            f"layer={layer!r} selects {len(found)} layers ({', '.join(list(found)[:5])}); "
-            f"{method} attributes to one layer at a time: name one."
-        )
-    return next(iter(found.items()))
-
-
-def _token_error(model: nn.Module, method: str, dtype: torch.dtype) -> TokenInputError:
-    embeds = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
-    where = f"layer={embeds[0]!r}" if embeds else "layer=<the embedding layer>"
-    return TokenInputError(
-        f"method {method!r} takes gradients with respect to its input, but the input holds "
-        f"integer token ids ({dtype}), which have no gradient. Attribute tokens with "
-        f"method='layer_integrated_gradients', {where} (the PAD baseline keeps special tokens)."
-    )
-
-
-def _batch_size(method, internal_batch_size, memory_budget, prep, probed, n_steps, options):
+def _batch_size(
+    method: Method,
+    internal_batch_size: Any,
+    memory_budget: Any,
+    prep: af.Prepared,
+    probed: af.Probe,
+    n_steps: int,
+    options: dict[str, Any],
+) -> int | None:
     """Captum's batching argument for ``method`` (``None``: all rows at once)."""
+    if not method.batched:
+        if internal_batch_size not in ("auto", None):
+            raise OptionError(
+                f"method {method.name!r} does no internal batching; drop internal_batch_size="
+                f"{internal_batch_size!r} (it applies to "
+                f"{', '.join(m.name for m in METHODS.values() if m.batched)})."
+            )
+        return None
     n = len(prep.main)
     if internal_batch_size is None:
         return None
-    minimum = 2 * n if method == "layer_conductance" else n
+    minimum = method.rows_per_example * n
     if internal_batch_size != "auto":
         if (
             isinstance(internal_batch_size, bool)
@@ -194,7 +184,11 @@ def _batch_size(method, internal_batch_size, memory_budget, prep, probed, n_step
             raise OptionError(
                 f"internal_batch_size={internal_batch_size!r}: give 'auto' (from memory_budget), "
                 f"None (all steps at once) or an int >= {minimum} (the batch of {n} examples"
-                + (", twice over for layer_conductance" if minimum > n else "")
+                + (
+                    f", {_times(method.rows_per_example)} over for {method.name}"
+                    if minimum > n
+                    else ""
+                )
                 + ")."
             )
         return internal_batch_size
@@ -208,8 +202,26 @@ def _batch_size(method, internal_batch_size, memory_budget, prep, probed, n_step
             HlvizWarning,
             stacklevel=3,
         )
-    total = n * {"smoothgrad": options.get("nt_samples", 10)}.get(method, n_steps)
-    return None if rows >= total else rows
+    per = options.get(*method.steps_option) if method.steps_option else n_steps
+    return None if rows >= n * per else rows
+
+
+def _times(k: int) -> str:
+    return {2: "twice"}.get(k, f"{k} times")
+
+
+def _check_finite(values: torch.Tensor, what: str, fix: str) -> None:
+    """Refuse NaN/inf, naming how many rows (examples) hold them and which."""
+    if not values.is_floating_point():
+        return
+    bad = (~torch.isfinite(values.detach())).reshape(len(values), -1).any(1)
+    if bad.any():
+        rows = bad.nonzero().flatten().tolist()
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        raise OptionError(
+            f"{what} holds NaN or inf in {len(rows)} of {len(values)} rows (examples {shown}): "
+            f"{fix}"
+        )
 
 
 def _check_steps(n_steps: Any) -> None:
@@ -254,62 +266,66 @@ def attribute(
     ``"512MB"``; default half the free GPU memory, or a quarter of free RAM up to 4 GiB).
 
     Method options: saliency ``abs=True``; smoothgrad ``nt_samples=10``,
-    ``stdevs=0.15 * (max - min of the inputs)``, ``abs=True``; occlusion
-    ``window=(C, H//8, W//8)``, ``strides=1``; grad_cam ``channel_dim`` (required for
+    ``stdevs=0.15 * (max - min of the inputs)``, ``abs=True``, ``seed=0`` (the noise is
+    drawn from torch's generators seeded with it, which are restored afterwards); occlusion
+    ``window=(C, H//8, W//8)`` (``(1,)`` for sequences and token ids), ``strides=1``,
+    ``perturbations_per_eval=1``; feature_ablation ``feature_mask`` (features with the same
+    id are ablated together; default each element), ``perturbations_per_eval``; grad_cam ``channel_dim`` (required for
     ``(N, T, C)`` layers: ``-1``), ``relu=True``, ``upsample=True``; neuron_conductance
-    ``neuron`` (an index into the layer's output, batch excluded); layer_integrated_gradients
-    ``pad_id``, ``special_ids``, ``tokenizer`` (for PAD/special ids and token strings),
-    ``tokens``. Every method takes ``input_key`` (the key of a mapping input to attribute).
+    ``neuron`` (an index into the layer's output, batch excluded); layer_integrated_gradients,
+    occlusion and feature_ablation ``pad_id``, ``special_ids``, ``tokenizer`` (for PAD/special
+    ids and token strings), ``tokens``. Every method takes ``input_key`` (the key of a mapping
+    input to attribute). What each method needs is in its record,
+    ``hlviz.attribution.METHODS[name]`` (:class:`~hlviz.attribution.registry.Method`).
+
+    Occlusion and feature ablation need no gradients, so they take integer token ids as they
+    are: with ``baseline=<id>`` each token in turn becomes that id, and entry ``[n, t]`` is
+    the score minus the score with token ``t`` replaced (``(N, T)``). Inputs or attributions
+    holding NaN or inf raise, naming the examples.
     """
     check_module(model)
     model = unwrap(model)
-    _check_method(method, options)
-    name, module = _layer(model, layer, method)
+    spec = lookup(method, options)
+    name, module = spec.resolve_layer(model, layer)
     prep = af.prepare(model, inputs, output=output, input_key=options.get("input_key"))
     main, n = prep.main, len(prep.main)
-    if not main.is_floating_point() and method not in _TOKEN_OK:
-        raise _token_error(model, method, main.dtype)
-    if method in _DELTA_METHODS or method == "neuron_conductance":
+    spec.check_input(model, main)
+    _check_finite(main, "the attributed input", "drop those examples or fix them first.")
+    if spec.path:
         _check_steps(n_steps)
-    base = baseline_for(model, main, baseline, method, options)
-    batched = method in (*_BASELINE_METHODS, "smoothgrad") and method != "occlusion"
+    base = baseline_for(model, main, baseline, spec, options)
     probed = af.probe(
         prep.forward,
         main,
         prep.extra,
-        measure=batched and internal_batch_size == "auto",
-        layer=module if method in ("grad_cam", "neuron_conductance") else None,
+        measure=spec.batched and internal_batch_size == "auto",
+        layer=module if spec.probe_layer else None,
     )
     target = af.check_target(torch.empty(probed.output_shape), target, n, model)
-    if not batched and internal_batch_size not in ("auto", None):
-        raise OptionError(
-            f"method {method!r} does no internal batching; drop internal_batch_size="
-            f"{internal_batch_size!r} (it applies to the path methods and smoothgrad)."
-        )
-    ibs = (
-        _batch_size(method, internal_batch_size, memory_budget, prep, probed, n_steps, options)
-        if batched
-        else None
-    )
-    values, delta = run(method, prep, module, name, probed, target, base, n_steps, ibs, options)
+    ibs = _batch_size(spec, internal_batch_size, memory_budget, prep, probed, n_steps, options)
+    call = Call(prep, module, name, probed, target, base, n_steps, ibs, options)
+    with af.rnn_safe(prep.forward):
+        values, delta = spec.run(call)
     values, change = values.detach(), None
+    _check_finite(
+        values,
+        f"the {spec.name} attribution",
+        "the model's score or its gradient is not finite there; check the model's output "
+        "on those examples (e.g. torch.isfinite(model(x)).all(1)).",
+    )
     if delta is not None:
         delta = delta.detach().reshape(n).to(values.dtype)
         change = values.reshape(n, -1).sum(1) - delta  # F(x) - F(baseline)
-        _warn_delta(method, delta, change, n_steps)
-    tokens = None
-    if method == "layer_integrated_gradients" and not main.is_floating_point():
-        values = values.sum(-1)  # (N, T): one score per token
-        tokens = _tokens(main, options)
+        _warn_delta(spec.name, delta, change, n_steps)
     return Attribution(
         values=values.cpu(),
-        method=method,
+        method=spec.name,
         target=target,
         layer=name,
         delta=None if delta is None else delta.cpu(),
         output_change=None if change is None else change.cpu(),
         inputs=main.detach().cpu(),
-        tokens=tokens,
+        tokens=None if main.is_floating_point() else _tokens(main, options),
     )
 
 

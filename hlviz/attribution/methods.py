@@ -1,9 +1,13 @@
-"""Method by method: the Captum call behind :func:`hlviz.attribute`, and its baselines.
+"""The built-in attribution methods: one :class:`~hlviz.attribution.registry.Method` record each.
 
 >>> sorted(METHODS)[:3]
-['grad_cam', 'input_x_gradient', 'integrated_gradients']
+['feature_ablation', 'grad_cam', 'input_x_gradient']
+>>> [m.name for m in METHODS.values() if not m.gradients]   # these accept token ids as they are
+['occlusion', 'feature_ablation']
 
-Internal: :mod:`hlviz.attribution` checks the arguments and calls :func:`run`.
+A record says what the method needs and holds the function that makes the Captum call;
+:func:`hlviz.attribute` checks the arguments against the record and calls ``record.run``.
+:func:`baseline_for` turns the user's ``baseline=`` into what Captum gets.
 """
 
 from __future__ import annotations
@@ -18,42 +22,24 @@ from torch import nn
 from ..errors import BaselineError, HlvizWarning, LayerShapeError, OptionError
 from ..hooks.outputs import layout_hint, pick, put_back
 from . import forward as af
+from ._rng import seeded
+from .registry import METHODS, Call, Method, register
 
-__all__ = ["METHODS", "baseline_for", "run"]
+__all__ = ["METHODS", "baseline_for"]
 
-# method -> its own options (every method also takes input_key=)
-METHODS: dict[str, tuple[str, ...]] = {
-    "saliency": ("abs",),
-    "input_x_gradient": (),
-    "integrated_gradients": (),
-    "smoothgrad": ("nt_samples", "stdevs", "abs"),
-    "occlusion": ("window", "strides"),
-    "grad_cam": ("channel_dim", "relu", "upsample"),
-    "layer_conductance": (),
-    "neuron_conductance": ("neuron",),
-    "layer_integrated_gradients": ("pad_id", "special_ids", "tokenizer", "tokens"),
-}
-_LAYER_METHODS = (
-    "grad_cam",
-    "layer_conductance",
-    "neuron_conductance",
-    "layer_integrated_gradients",
-)
-_BASELINE_METHODS = (
-    "integrated_gradients",
-    "occlusion",
-    "layer_conductance",
-    "neuron_conductance",
-    "layer_integrated_gradients",
-)
-_DELTA_METHODS = ("integrated_gradients", "layer_conductance", "layer_integrated_gradients")
-_TOKEN_OK = ("grad_cam", "layer_integrated_gradients")
+_TOKEN_OPTIONS = ("pad_id", "special_ids", "tokenizer", "tokens")
 
 
-def baseline_for(model, main, baseline, method, options) -> torch.Tensor | float | int:
-    if method not in _BASELINE_METHODS:
+def baseline_for(
+    model: nn.Module, main: torch.Tensor, baseline: Any, method: Method, options: dict
+) -> torch.Tensor | float | int:
+    """The baseline Captum gets for ``method`` on ``main`` (checked: it broadcasts to the
+    input and differs from every example); ``0`` for methods without a baseline."""
+    if not method.baseline:
         if baseline is not None:
-            raise OptionError(f"method {method!r} uses no baseline; drop baseline={baseline!r}.")
+            raise OptionError(
+                f"method {method.name!r} uses no baseline; drop baseline={baseline!r}."
+            )
         return 0
     if not main.is_floating_point():  # token ids
         if isinstance(baseline, torch.Tensor):
@@ -92,8 +78,8 @@ def baseline_for(model, main, baseline, method, options) -> torch.Tensor | float
             "(the path from baseline to input is empty). Use another baseline (e.g. a blurred "
             "input, noise, or PAD tokens) or drop those examples."
         )
-    if method == "occlusion" and baseline is None:
-        return 0  # Captum's own default, a scalar
+    if not method.path and baseline is None and main.is_floating_point():
+        return 0  # Captum's own default for perturbation methods, a scalar
     return out
 
 
@@ -143,8 +129,11 @@ class _ChannelsFirst(nn.Module):
         return t.movedim(self.dim, 1)
 
 
-def _grad_cam(prep, module, name, probed, target, options):
+def _grad_cam(call: Call) -> tuple[torch.Tensor, None]:
     from captum.attr import LayerAttribution, LayerGradCam
+
+    prep, module, name, options = call.prep, call.module, call.name, call.options
+    probed = call.probed
 
     shape = probed.layer_shape
     nd = len(shape)
@@ -179,88 +168,152 @@ def _grad_cam(prep, module, name, probed, target, options):
         )
     channel_dim %= nd
     relu = options.get("relu", True)
-    kwargs = dict(target=target, additional_forward_args=prep.extra_args, relu_attributions=relu)
-    with af.rnn_safe(prep.forward):
-        if channel_dim == 1 and probed.layer_is_tensor:
-            values = LayerGradCam(prep.forward, module).attribute(prep.main, **kwargs)
-        else:
-            adapter = _ChannelsFirst(channel_dim)
+    kwargs = dict(**_common(call), relu_attributions=relu)
+    if channel_dim == 1 and probed.layer_is_tensor:
+        values = LayerGradCam(prep.forward, module).attribute(prep.main, **kwargs)
+    else:
+        adapter = _ChannelsFirst(channel_dim)
 
-            def hook(mod, args, out):
-                picked = pick(out, None, name)
-                return put_back(
-                    out, picked.path, adapter(picked.tensor).movedim(1, channel_dim), name
-                )
+        def hook(mod, args, out):
+            picked = pick(out, None, name)
+            return put_back(out, picked.path, adapter(picked.tensor).movedim(1, channel_dim), name)
 
-            hook.__hlviz__ = True  # type: ignore[attr-defined]
-            handle = module.register_forward_hook(hook)
-            try:
-                values = LayerGradCam(prep.forward, adapter).attribute(prep.main, **kwargs)
-            finally:
-                handle.remove()
+        hook.__hlviz__ = True  # type: ignore[attr-defined]
+        handle = module.register_forward_hook(hook)
+        try:
+            values = LayerGradCam(prep.forward, adapter).attribute(prep.main, **kwargs)
+        finally:
+            handle.remove()
     if options.get("upsample", True) and values.dim() == 4 and prep.main.dim() == 4:
         values = LayerAttribution.interpolate(values, tuple(prep.main.shape[2:]), "bilinear")
-    return values
+    return values, None
 
 
-def run(method, prep, module, name, probed, target, base, n_steps, ibs, options):
-    """The Captum call: ``(values, delta or None)``."""
+def _common(call: Call) -> dict[str, Any]:
+    return dict(target=call.target, additional_forward_args=call.prep.extra_args)
+
+
+def _path(call: Call) -> dict[str, Any]:
+    return dict(
+        baselines=call.baseline,
+        n_steps=call.n_steps,
+        internal_batch_size=call.internal_batch_size,
+    )
+
+
+def _grad_input(call: Call) -> torch.Tensor:
+    return call.prep.main.detach().requires_grad_(True)  # what Captum does, without its warning
+
+
+def _saliency(call: Call) -> tuple[torch.Tensor, None]:
     import captum.attr as ca
 
-    fwd, main, extra = prep.forward, prep.main, prep.extra_args
-    if method in ("saliency", "input_x_gradient"):
-        main = main.detach().requires_grad_(True)  # what Captum would do, without its warning
-    common = dict(target=target, additional_forward_args=extra)
-    path = dict(baselines=base, n_steps=n_steps, internal_batch_size=ibs)
-    if method == "grad_cam":
-        return _grad_cam(prep, module, name, probed, target, options), None
-    with af.rnn_safe(fwd):
-        if method == "saliency":
-            return ca.Saliency(fwd).attribute(main, abs=options.get("abs", True), **common), None
-        if method == "input_x_gradient":
-            return ca.InputXGradient(fwd).attribute(main, **common), None
-        if method == "integrated_gradients":
-            return ca.IntegratedGradients(fwd).attribute(
-                main, **common, **path, return_convergence_delta=True
-            )
-        if method == "smoothgrad":
-            stdevs = options.get("stdevs", float(0.15 * (main.max() - main.min())))
-            samples = options.get("nt_samples", 10)
-            per = None if ibs is None else max(1, ibs // len(main))
-            return ca.NoiseTunnel(ca.Saliency(fwd)).attribute(
-                main,
-                nt_type="smoothgrad",
-                nt_samples=samples,
-                nt_samples_batch_size=per,
-                stdevs=stdevs,
-                abs=options.get("abs", True),
-                **common,
-            ), None
-        if method == "occlusion":
-            window = options.get("window") or (
-                (main.shape[1], *(max(1, s // 8) for s in main.shape[2:]))
-                if main.dim() > 2
-                else (1,)
-            )
-            return ca.Occlusion(fwd).attribute(
-                main,
-                sliding_window_shapes=tuple(window),
-                strides=options.get("strides"),
-                baselines=base,
-                **common,
-            ), None
-        if method == "layer_conductance":
-            return ca.LayerConductance(fwd, module).attribute(
-                main, **common, **path, return_convergence_delta=True
-            )
-        if method == "neuron_conductance":
-            neuron = _neuron(options.get("neuron"), probed.layer_shape, name)
-            return ca.NeuronConductance(fwd, module).attribute(
-                main, neuron_selector=neuron, **common, **path
-            ), None
-        return ca.LayerIntegratedGradients(fwd, module).attribute(
-            main, **common, **path, return_convergence_delta=True
+    attr = ca.Saliency(call.prep.forward)
+    return attr.attribute(
+        _grad_input(call), abs=call.options.get("abs", True), **_common(call)
+    ), None
+
+
+def _input_x_gradient(call: Call) -> tuple[torch.Tensor, None]:
+    import captum.attr as ca
+
+    return ca.InputXGradient(call.prep.forward).attribute(_grad_input(call), **_common(call)), None
+
+
+def _integrated_gradients(call: Call) -> tuple[torch.Tensor, torch.Tensor]:
+    import captum.attr as ca
+
+    return ca.IntegratedGradients(call.prep.forward).attribute(
+        call.prep.main, **_common(call), **_path(call), return_convergence_delta=True
+    )
+
+
+def _smoothgrad(call: Call) -> tuple[torch.Tensor, None]:
+    import captum.attr as ca
+
+    main, options, ibs = call.prep.main, call.options, call.internal_batch_size
+    seed = options.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise OptionError(f"seed must be an int (the noise's random seed), got {seed!r}.")
+    with seeded(seed):  # the noise is repeatable and the caller's generators are left alone
+        values = ca.NoiseTunnel(ca.Saliency(call.prep.forward)).attribute(
+            main,
+            nt_type="smoothgrad",
+            nt_samples=options.get("nt_samples", 10),
+            nt_samples_batch_size=None if ibs is None else max(1, ibs // len(main)),
+            stdevs=options.get("stdevs", float(0.15 * (main.max() - main.min()))),
+            abs=options.get("abs", True),
+            **_common(call),
         )
+    return values, None
+
+
+def _perturbations(call: Call) -> int:
+    per = call.options.get("perturbations_per_eval", 1)
+    if isinstance(per, bool) or not isinstance(per, int) or per < 1:
+        raise OptionError(
+            f"perturbations_per_eval must be an int >= 1 (perturbed copies of the batch per "
+            f"forward pass), got {per!r}."
+        )
+    return per
+
+
+def _occlusion(call: Call) -> tuple[torch.Tensor, None]:
+    import captum.attr as ca
+
+    main = call.prep.main
+    window = call.options.get("window") or (
+        (main.shape[1], *(max(1, s // 8) for s in main.shape[2:])) if main.dim() > 2 else (1,)
+    )
+    return ca.Occlusion(call.prep.forward).attribute(
+        main,
+        sliding_window_shapes=tuple(window),
+        strides=call.options.get("strides"),
+        baselines=call.baseline,
+        perturbations_per_eval=_perturbations(call),
+        **_common(call),
+    ), None
+
+
+def _feature_ablation(call: Call) -> tuple[torch.Tensor, None]:
+    import captum.attr as ca
+
+    mask = call.options.get("feature_mask")
+    return ca.FeatureAblation(call.prep.forward).attribute(
+        call.prep.main,
+        baselines=call.baseline,
+        feature_mask=None if mask is None else torch.as_tensor(mask).to(call.prep.main.device),
+        perturbations_per_eval=_perturbations(call),
+        **_common(call),
+    ), None
+
+
+def _layer_conductance(call: Call) -> tuple[torch.Tensor, torch.Tensor]:
+    import captum.attr as ca
+
+    return ca.LayerConductance(call.prep.forward, call.module).attribute(
+        call.prep.main, **_common(call), **_path(call), return_convergence_delta=True
+    )
+
+
+def _neuron_conductance(call: Call) -> tuple[torch.Tensor, None]:
+    import captum.attr as ca
+
+    neuron = _neuron(call.options.get("neuron"), call.probed.layer_shape, call.name)
+    return ca.NeuronConductance(call.prep.forward, call.module).attribute(
+        call.prep.main, neuron_selector=neuron, **_common(call), **_path(call)
+    ), None
+
+
+def _layer_integrated_gradients(call: Call) -> tuple[torch.Tensor, torch.Tensor]:
+    import captum.attr as ca
+
+    values, delta = ca.LayerIntegratedGradients(call.prep.forward, call.module).attribute(
+        call.prep.main, **_common(call), **_path(call), return_convergence_delta=True
+    )
+    if not call.prep.main.is_floating_point():
+        values = values.sum(-1)  # (N, T): one score per token, summed over the embedding
+    return values, delta
 
 
 def _neuron(neuron: Any, shape: Sequence[int], name: str) -> int | tuple[int, ...]:
@@ -280,3 +333,78 @@ def _neuron(neuron: Any, shape: Sequence[int], name: str) -> int | tuple[int, ..
             f"e.g. neuron={(0,) * len(per) if len(per) > 1 else 0}."
         )
     return neuron
+
+
+_PATH = dict(baseline=True, path=True, batched=True)
+for _record in (
+    Method("saliency", "Saliency", _saliency, options=("abs",)),
+    Method("input_x_gradient", "InputXGradient", _input_x_gradient),
+    Method(
+        "integrated_gradients", "IntegratedGradients", _integrated_gradients, delta=True, **_PATH
+    ),
+    Method(
+        "smoothgrad",
+        "NoiseTunnel(Saliency)",
+        _smoothgrad,
+        options=("nt_samples", "stdevs", "abs", "seed"),
+        batched=True,
+        steps_option=("nt_samples", 10),
+    ),
+    Method(
+        "occlusion",
+        "Occlusion",
+        _occlusion,
+        options=("window", "strides", "perturbations_per_eval", *_TOKEN_OPTIONS),
+        baseline=True,
+        gradients=False,
+        token_ids=True,
+    ),
+    Method(
+        "feature_ablation",
+        "FeatureAblation",
+        _feature_ablation,
+        options=("feature_mask", "perturbations_per_eval", *_TOKEN_OPTIONS),
+        baseline=True,
+        gradients=False,
+        token_ids=True,
+    ),
+    Method(
+        "grad_cam",
+        "LayerGradCam",
+        _grad_cam,
+        options=("channel_dim", "relu", "upsample"),
+        layer=True,
+        probe_layer=True,
+        token_ids=True,
+    ),
+    Method(
+        "layer_conductance",
+        "LayerConductance",
+        _layer_conductance,
+        layer=True,
+        delta=True,
+        rows_per_example=2,
+        **_PATH,
+    ),
+    Method(
+        "neuron_conductance",
+        "NeuronConductance",
+        _neuron_conductance,
+        options=("neuron",),
+        layer=True,
+        probe_layer=True,
+        **_PATH,
+    ),
+    Method(
+        "layer_integrated_gradients",
+        "LayerIntegratedGradients",
+        _layer_integrated_gradients,
+        options=_TOKEN_OPTIONS,
+        layer=True,
+        embedding_layer=True,
+        delta=True,
+        token_ids=True,
+        **_PATH,
+    ),
+):
+    register(_record)

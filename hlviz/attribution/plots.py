@@ -9,8 +9,10 @@
 
 Methods differ in magnitude, and a figure that rescales each map on its own hides it:
 here every map shares one symmetric colour scale (``+/- max |value|`` over all methods
-and examples) unless ``per_image=True`` is asked for. Every function returns a
-matplotlib ``Figure`` and never calls ``plt.show()``.
+and examples) unless ``per_image=True`` is asked for. :func:`plot_attribution_images`
+draws several panels and returns the ``Figure`` (pass ``fig=`` to draw into one);
+:func:`plot_over_time` draws on one ``Axes`` (``ax=``) and returns it. Neither calls
+``plt.show()``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from ..errors import OptionError, OptionTypeError, ShapeMismatchError
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from .core import Attribution
@@ -127,9 +130,14 @@ def plot_over_time(
     attribution: Attribution,
     *,
     examples: Sequence[int] | None = None,
-    ax: Any = None,
-) -> Figure:
-    """Attribution along positions (time steps, tokens): one line per example.
+    ax: Axes | None = None,
+) -> Axes:
+    """Attribution along positions (time steps, tokens): one line per example; returns the Axes.
+
+    >>> from hlviz.attribution import Attribution
+    >>> a = Attribution(torch.randn(2, 6), "occlusion", 0, None, None, None, torch.zeros(2, 6))
+    >>> plot_over_time(a).get_xlabel()
+    'position'
 
     Values come from :meth:`Attribution.per_position`: ``(N, T)`` as they are, ``(N, T, F)``
     summed over features, Grad-CAM's ``(N, 1, T)`` map; images are refused (use
@@ -143,9 +151,7 @@ def plot_over_time(
     if not rows or not all(isinstance(r, int) and 0 <= r < len(v) for r in rows):
         raise OptionError(f"examples must be indices below {len(v)}, got {examples!r}.")
     if ax is None:
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * v.shape[1]), 2.8))
-    else:
-        fig = ax.figure
+        _, ax = plt.subplots(figsize=(max(4.0, 0.25 * v.shape[1]), 2.8))
     for r in rows:
         ax.plot(range(v.shape[1]), v[r].numpy(), marker=".", label=f"example {r}")
     ax.axhline(0.0, color="grey", lw=0.6)
@@ -157,4 +163,4 @@ def plot_over_time(
         ax.legend(fontsize=8)
     ax.set_ylabel("attribution")
     ax.set_title(f"{attribution.method}, target {attribution.target!r}", fontsize=9)
-    return fig
+    return ax

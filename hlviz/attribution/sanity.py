@@ -4,8 +4,8 @@
 >>> _ = torch.manual_seed(0)
 >>> model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
 >>> report = hlviz.sanity_check(model, torch.randn(4, 6), target=0, methods=["saliency"])
->>> list(report.table.columns[:3])
-['method', 'step', 'randomised']
+>>> list(report.table.columns[:3]), list(report.summary().columns[-2:])
+(['method', 'step', 'randomised'], ['top10_overlap', 'flagged'])
 
 Layers are re-initialised one by one from the output towards the input; after each
 step every method's maps are recomputed and compared with the maps of the trained
@@ -28,10 +28,11 @@ from torch import nn
 
 from ..errors import ConvergenceWarning, OptionError
 from ..hooks.layers import LayerSpec, check_module, resolve_modules, unwrap
+from ._rng import seeded
 
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.figure import Figure
+    from matplotlib.axes import Axes
 
 __all__ = ["SanityReport", "sanity_check"]
 
@@ -48,30 +49,38 @@ class SanityReport:
     flagged: tuple[str, ...]
     threshold: float
 
-    def summary(self) -> str:
-        """One line per method: its rank correlation once every layer is random."""
-        last = self.table[self.table.step == self.table.step.max()]
-        lines = [
-            f"{r.method}: spearman_abs {r.spearman_abs:.3f} with all layers random"
-            + (
-                " -> FLAGGED (maps do not depend on the weights)"
-                if r.method in self.flagged
-                else ""
-            )
-            for r in last.itertuples()
-        ]
-        return "\n".join(lines)
+    def to_frame(self) -> pd.DataFrame:
+        """The whole table: one row per (method, cascade step)."""
+        return self.table.copy()
 
-    def plot(self, ax: Any = None) -> Figure:
-        """``spearman_abs`` against the cascade (layers randomised so far), one line per method."""
+    def summary(self) -> pd.DataFrame:
+        """One row per method with every layer random: ``method``, ``spearman``,
+        ``spearman_abs``, ``top10_overlap`` and ``flagged``."""
+        last = self.table[self.table.step == self.table.step.max()]
+        cols = ["method", "spearman", "spearman_abs", "top10_overlap"]
+        out = last[cols].reset_index(drop=True)
+        out["flagged"] = out["method"].isin(self.flagged)
+        return out
+
+    def describe(self) -> str:
+        """One line per method: its rank correlation once every layer is random."""
+        return "\n".join(
+            f"{r.method}: spearman_abs {r.spearman_abs:.3f} with all layers random"
+            + (" -> FLAGGED (maps do not depend on the weights)" if r.flagged else "")
+            for r in self.summary().itertuples()
+        )
+
+    def plot(self, *, ax: Axes | None = None) -> Axes:
+        """``spearman_abs`` against the cascade (layers randomised so far), one line per
+        method (seaborn, from the tidy table); returns the Axes."""
         import matplotlib.pyplot as plt
+        import seaborn as sns
 
         if ax is None:
-            fig, ax = plt.subplots(figsize=(6, 3))
-        else:
-            fig = ax.figure
-        for method, rows in self.table.groupby("method", sort=False):
-            ax.plot(rows.step, rows.spearman_abs, marker="o", label=method)
+            _, ax = plt.subplots(figsize=(6, 3), layout="constrained")
+        sns.lineplot(
+            self.table, x="step", y="spearman_abs", hue="method", marker="o", ax=ax, sort=False
+        )
         steps = self.table.drop_duplicates("step").sort_values("step")
         ax.set_xticks(steps.step)
         ax.set_xticklabels(["trained", *steps.randomised.iloc[1:]], rotation=45, ha="right")
@@ -79,8 +88,7 @@ class SanityReport:
         ax.set_ylabel("Spearman |map| vs trained")
         ax.set_xlabel("cascading randomisation (output -> input)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        return fig
+        return ax
 
 
 def _spearman_rows(a: np.ndarray, b: np.ndarray) -> float:
@@ -102,12 +110,13 @@ def _top_overlap(a: np.ndarray, b: np.ndarray, fraction: float = 0.1) -> float:
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(top_a, top_b, strict=True)]))
 
 
-def _randomise(module: nn.Module, generator_seed: int) -> None:
-    torch.manual_seed(generator_seed)
-    if hasattr(module, "reset_parameters"):
-        module.reset_parameters()
-        return
-    with torch.no_grad():
+def _randomise(module: nn.Module, seed: int) -> None:
+    """Re-initialise ``module`` (its ``reset_parameters``, else ``N(0, 0.02)``) under ``seed``;
+    torch's generators are restored afterwards."""
+    with seeded(seed), torch.no_grad():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+            return
         for p in module.parameters(recurse=False):
             p.normal_(0.0, 0.02)
 
@@ -189,8 +198,7 @@ def sanity_check(
     rows = []
     live = model.state_dict(keep_vars=True)
     try:
-        gpus = sorted({p.device.index or 0 for p in model.parameters() if p.is_cuda})
-        with torch.random.fork_rng(devices=gpus):
+        with seeded(seed):  # the caller's generators are restored afterwards
             reference = maps()
             for name in reference:
                 rows.append((name, 0, "", 1.0, 1.0, 1.0))

@@ -1,4 +1,9 @@
-"""Recurrent networks: hidden states, gates and their statistics over time."""
+"""Recurrent networks: hidden states, gates and their statistics over time.
+
+Which earlier character matters to a prediction is an attribution over token ids:
+``hlviz.attribute(model, ids, method="occlusion", baseline=<fill id>, ...)`` (occlusion
+needs no gradients, so it takes the ids as they are).
+"""
 
 from . import states
 from .states import (
@@ -6,7 +11,6 @@ from .states import (
     UnitCorrelation,
     gate_saturation,
     gru_layer_steps,
-    occlusion_over_time,
     rnn_states,
     state_features,
     unit_heatmap_html,
@@ -18,7 +22,6 @@ __all__ = [
     "UnitCorrelation",
     "gate_saturation",
     "gru_layer_steps",
-    "occlusion_over_time",
     "rnn_states",
     "state_features",
     "states",

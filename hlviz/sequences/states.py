@@ -38,7 +38,6 @@ __all__ = [
     "UnitCorrelation",
     "gate_saturation",
     "gru_layer_steps",
-    "occlusion_over_time",
     "rnn_states",
     "state_features",
     "unit_heatmap_html",
@@ -447,33 +446,3 @@ def unit_heatmap_html(
         rows, cuts = rows[:-1], cuts[:-1]
     labels = [f"{i + 1:>3}" for i in range(len(rows))] if line_numbers else None
     return token_heatmap_html(rows, cuts, vmin=vmin, vmax=vmax, labels=labels, title=title)
-
-
-def occlusion_over_time(
-    model: nn.Module, ids: torch.Tensor, targets: Sequence[int], *, fill: int
-) -> np.ndarray:
-    """How much each earlier character matters to the next-character prediction: ``(N, T)``.
-
-    >>> model = hlviz.models.CharLSTM(vocab_size=5, hidden_size=4)
-    >>> occlusion_over_time(model, torch.randint(0, 5, (2, 6)), [1, 3], fill=0).shape
-    (2, 6)
-
-    ``ids`` ``(N, T)`` character ids; ``model(ids)`` gives logits ``(N, T, vocab)``, and the
-    prediction at the last step is scored as the log-probability of ``targets[n]``. Entry
-    ``[n, t]`` is that log-probability minus its value when character ``t`` is replaced by
-    ``fill`` (e.g. a space): positive where the character supports the prediction. One
-    batched forward pass of ``N * T`` sequences; no hooks.
-    """
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.is_floating_point():
-        raise ShapeMismatchError(f"ids must be an int (N, T) tensor, got {ids!r:.80}.")
-    N, T = ids.shape
-    if len(targets) != N:
-        raise ShapeMismatchError(f"{len(targets)} targets for {N} sequences: give one per row.")
-    variants = ids[:, None, :].repeat(1, T + 1, 1)  # row T of each block: the intact input
-    variants[:, torch.arange(T), torch.arange(T)] = fill
-    target = torch.as_tensor(list(targets)).repeat_interleave(T + 1)
-    with torch.no_grad():
-        logits = model(variants.reshape(-1, T))[:, -1]
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(1, target[:, None])[:, 0]
-    logp = logp.reshape(N, T + 1).cpu().numpy()
-    return logp[:, T:] - logp[:, :T]
