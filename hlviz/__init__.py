@@ -15,7 +15,9 @@ The package is a house of subpackages, one per topic (``hlviz.hooks``, ``hlviz.c
 What the top level exports (``__all__``), by one rule: the *verbs* (the functions a user
 calls on a model or on activations), the *result types* those verbs return, the probe and
 widget classes a user builds, the base error and warning, and the subpackages themselves.
-Everything else is reached through its subpackage. ``import hlviz`` loads only torch and
+Everything else is reached through its subpackage, with one alias kept at the top:
+``hlviz.attention`` is :mod:`hlviz.transformer.attention` (``hlviz.attention.capture`` is how
+users capture every head's pattern). ``import hlviz`` loads only torch and
 numpy; the names that need Captum, scikit-learn, pandas, matplotlib or ipywidgets load
 on first use, and ``dir(hlviz)`` lists every public name either way.
 """
@@ -95,7 +97,13 @@ _LAZY_ATTRS = {
 }
 
 
+# modules reachable from the top under a short name: name -> module
+_LAZY_ALIASES = {"attention": "transformer.attention"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_ALIASES:
+        return importlib.import_module(f".{_LAZY_ALIASES[name]}", __name__)
     if name in _LAZY_SUBPACKAGES:
         return importlib.import_module(f".{name}", __name__)
     if name in _LAZY_ATTRS:
@@ -137,6 +145,7 @@ __all__ = [
     "ablate_heads",
     "activation_patching",
     "activations",
+    "attention",
     "attribute",
     "attribution",
     "cka_matrix",
