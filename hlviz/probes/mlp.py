@@ -94,11 +94,13 @@ class MLPProbe(BaseEstimator):
         self.mean_, self.scale_ = standardizer(X, self.standardize)
         Z = standardize_rows(X, self.mean_, self.scale_)
         generator = torch.Generator().manual_seed(self.seed)
+        # built on the meta device (no draw from the global generator), then initialised
+        # from the probe's own generator
         net = torch.nn.Sequential(
-            torch.nn.Linear(X.shape[1], self.hidden),
+            torch.nn.Linear(X.shape[1], self.hidden, device="meta"),
             torch.nn.ReLU(),
-            torch.nn.Linear(self.hidden, len(classes)),
-        )
+            torch.nn.Linear(self.hidden, len(classes), device="meta"),
+        ).to_empty(device="cpu")
         with torch.no_grad():
             for layer in (net[0], net[2]):
                 bound = layer.in_features**-0.5
