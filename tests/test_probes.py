@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from hlviz.errors import NotFittedError, OptionError, ShapeMismatchError
-from hlviz.probes import LinearProbe
+from hlviz.probes import LinearProbe, MLPProbe
 
 
 def _blobs(n=600, d=20, k=4, seed=0, spread=1.5):
@@ -91,10 +91,55 @@ def test_errors_say_what_to_do():
         LinearProbe().fit(X, np.zeros(50, dtype=int))
     with pytest.raises(OptionError, match="task='probe' is not one of"):
         LinearProbe(task="probe").fit(X, y)
-    with pytest.raises(OptionError, match="NaN or infinite"):
+    with pytest.raises(OptionError, match="X has NaN or inf values in 4 of its 4 rows"):
         LinearProbe().fit(np.full((4, 2), np.nan), np.array([0, 1, 0, 1]))
     fitted = LinearProbe().fit(X, y)
     with pytest.raises(ShapeMismatchError, match="X has 3 features but the probe was fit on 20"):
         fitted.predict(X[:, :3])
     with pytest.raises(OptionError, match="predict_proba is for classification"):
         LinearProbe().fit(X, y.astype(float)).predict_proba(X)
+
+
+def _with_bad_rows(n=120, d=4):
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 2
+    X = torch.randn(n, d, generator=gen) + y[:, None]
+    X[7, 1], X[30, 0], X[30, 2] = float("nan"), float("inf"), float("-inf")
+    return X, y
+
+
+@pytest.mark.parametrize("probe", [LinearProbe(), LinearProbe(task="regression"), MLPProbe()])
+def test_nan_and_inf_rows_are_counted_before_fitting(probe):
+    X, y = _with_bad_rows()
+    target = y.double() if getattr(probe, "task", "") == "regression" else y
+    with pytest.raises(
+        OptionError,
+        match=r"^X has NaN or inf values in 2 of its 120 rows \(first at row 7: 1 NaN, 2 inf in "
+        r"all\); drop or impute those rows",
+    ):
+        probe.fit(X, target)
+    fitted = probe.fit(X[:5], target[:5])
+    with pytest.raises(OptionError, match="X has NaN or inf values in 2 of its 120 rows"):
+        fitted.predict(X)
+
+
+def test_float64_values_beyond_float32_are_reported_as_inf():
+    X, y = _with_bad_rows()
+    X = X.double()
+    X[7, 1], X[30] = 1e300, 0.0
+    with pytest.raises(OptionError, match=r"X \(in float32\) has NaN or inf values in 1 of"):
+        LinearProbe().fit(X, y)
+
+
+def test_probe_layers_and_mdl_layers_name_the_layer_with_nan_rows():
+    from hlviz.probes import mdl_layers, probe_layers
+
+    X, y = _with_bad_rows()
+    good = torch.randn(120, 4)
+    expected = r"layer 'bad' in acts has NaN or inf values in 2 of its 120 rows \(first at row 7"
+    with pytest.raises(OptionError, match=expected):
+        probe_layers({"good": good, "bad": X}, y, seeds=1)
+    with pytest.raises(OptionError, match=expected.replace("acts", "baseline")):
+        probe_layers({"good": good, "bad": good}, y, seeds=1, baseline={"bad": X})
+    with pytest.raises(OptionError, match=r"layer 'bad' has NaN or inf values in 2 of its 120"):
+        mdl_layers({"good": good, "bad": X}, y)

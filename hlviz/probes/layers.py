@@ -31,6 +31,7 @@ import torch
 
 from ..errors import HlvizWarning, OptionError, ShapeMismatchError
 from ._batched import Fit, batched_scores
+from ._checks import check_finite
 from .linear import LinearProbe
 from .mlp import MLPProbe
 
@@ -103,6 +104,7 @@ def _layers(acts: Any, what: str, n: int | None) -> dict[str, np.ndarray]:
                 f"layer {name!r} in {what} has {len(array)} rows but y has {n}; every layer "
                 "needs one row per label."
             )
+        check_finite(array, f"layer {name!r} in {what}")
         out[str(name)] = array
     return out
 

@@ -23,6 +23,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from ..errors import NotFittedError, OptionError, ShapeMismatchError
+from ._checks import check_finite
 from ._lbfgs import Problems, fit_softmax
 from ._linalg import cholesky
 
@@ -39,11 +40,9 @@ def _as_2d(X: Any, device: torch.device | None, name: str = "X") -> torch.Tensor
             f"{name} must have one row per example and at least one feature, got shape "
             f"{tuple(tensor.shape)}; reshape a single feature with X.reshape(-1, 1)."
         )
+    check_finite(tensor, name)
     tensor = tensor.reshape(tensor.shape[0], -1).to(dtype=torch.float32)
-    if not torch.isfinite(tensor).all():
-        raise OptionError(
-            f"{name} holds NaN or infinite values; clean or impute them before probing."
-        )
+    check_finite(tensor, f"{name} (in float32)")
     return tensor.to(device) if device is not None else tensor
 
 

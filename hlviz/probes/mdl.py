@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from ..errors import OptionError, ShapeMismatchError
+from ._checks import check_finite
 
 __all__ = ["DEFAULT_FRACTIONS", "PROB_FLOOR", "MDLResult", "mdl_layers", "online_codelength"]
 
@@ -243,6 +244,7 @@ def _rows(value: Any, name: str, n: int) -> np.ndarray:
             f"layer {name!r} has {got} but y has {n} labels; every layer needs one row of "
             "activations per label."
         )
+    check_finite(array, f"layer {name!r}")
     return array.reshape(n, -1)
 
 
