@@ -1,102 +1,114 @@
-"""How :func:`hlviz.collect` reads batches and turns one forward pass into rows.
+"""The one place where ``data`` becomes batches, for every hlviz function that takes data.
 
 >>> import torch
->>> inputs, cols = _split((torch.zeros(3, 2), torch.tensor([1, 0, 1])), {"label": 1})
->>> tuple(inputs.shape), cols["label"].tolist()
-((3, 2), [1, 0, 1])
+>>> [tuple(b.shape) for b in batches(torch.zeros(5, 2), 2)]
+[(2, 2), (2, 2), (1, 2)]
+>>> [(tuple(x.shape), y.tolist()) for x, y in batches((torch.zeros(3, 2), torch.arange(3)), 2)]
+[((2, 2), [0, 1]), ((1, 2), [2])]
 
-A batch is split into the model's inputs and the user's columns (:func:`_split`), run
-under a recording (:class:`Collector`), and returned as ``{(kind, name): (rows, ...)}``
-numpy arrays. With ``tokens=True`` a :class:`TokenRecording` keeps one row per real token.
+``data`` may be
+
+- a tensor or numpy array ``(N, ...)``: cut into slices of ``batch_size`` rows;
+- an ``(X, y, ...)`` tuple of tensors with one row per input each, or an object with ``.X``
+  and ``.y`` (an :class:`~hlviz.datasets.ImageSplit`): cut together, each batch an
+  ``(x, y, ...)`` tuple;
+- any iterable of batches (a ``DataLoader``, a list, a generator), each batch a tensor, a
+  tuple *or list* of tensors (``DataLoader(TensorDataset(x, y))`` yields ``[x, y]`` lists:
+  they become tuples, so the model is called as ``model(*batch)``) or a dict of tensors
+  (``model(**batch)``).
+
+Anything else raises an :class:`~hlviz.errors.OptionTypeError` that names what it got.
+:class:`Source` adds what :func:`hlviz.collect` needs (the batch count, the share of each
+process under ``torch.distributed``); :func:`labelled_batches` is the ``(inputs, labels)``
+view used by the unit and widget functions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
-from ._checks import boolean, positive_int
-from .errors import OptionError, OptionTypeError, ShapeMismatchError
-from .hooks.layers import LayerSpec, check_module, unwrap
-from .hooks.outputs import PACKED_LAYOUT, LayoutHint, layout, layout_hints
-from .hooks.recording import Recording, record
-from .runtime import run_model
+from ._checks import positive_int
+from .errors import OptionError, OptionTypeError
+from .hooks.outputs import first_tensor
 
-__all__ = [
-    "Collector",
-    "Source",
-    "TokenRecording",
-    "batch_digest",
-    "distributed",
-    "model_fingerprint",
-]
+__all__ = ["Source", "as_batch", "batches", "labelled_batches"]
 
-_FULL_HASH = 2**22  # tensors with more elements are fingerprinted on a strided sample
-TOKEN_COLUMNS = ("sequence", "position", "token")
+DEFAULT_BATCH_SIZE = 64
+_KINDS = (
+    "a tensor (N, ...), an (X, y) tuple of tensors, an ImageSplit, or an iterable of batches "
+    "(a DataLoader, a list) each a tensor, a tuple/list of tensors or a dict of tensors"
+)
 
 
-# ---------------------------------------------------------------- fingerprints
-def _hash_tensor(digest, tensor: torch.Tensor) -> None:
-    flat = tensor.detach().reshape(-1)
-    if flat.numel() > _FULL_HASH:
-        flat = flat[:: flat.numel() // 2**20 + 1]
-    digest.update(f"{tensor.dtype}{tuple(tensor.shape)};".encode())
-    digest.update(flat.contiguous().cpu().view(torch.uint8).numpy())
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """sha256 of a model's class and of the names, shapes, dtypes and values of its
-    parameters and buffers (tensors over 4M elements on a strided sample of ~1M).
-
-    >>> a = nn.Linear(2, 2); model_fingerprint(a) == model_fingerprint(a)
-    True
-    """
-    check_module(model)
-    inner = unwrap(model)
-    digest = hashlib.sha256(type(inner).__qualname__.encode())
-    for kind, items in (("param", inner.named_parameters()), ("buffer", inner.named_buffers())):
-        for name, tensor in items:
-            digest.update(f"{kind}:{name}:".encode())
-            _hash_tensor(digest, tensor)
-    return digest.hexdigest()
-
-
-def batch_digest(value: Any, digest=None) -> str:
-    digest = digest or hashlib.sha256()
+def _describe(value: Any) -> str:
+    """A short description of a value for error messages: type, and what it holds."""
     if isinstance(value, torch.Tensor):
-        _hash_tensor(digest, value)
-    elif isinstance(value, np.ndarray):
-        _hash_tensor(digest, torch.as_tensor(value))
-    elif isinstance(value, Mapping):
-        for key in value:
-            digest.update(f"[{key}]".encode())
-            batch_digest(value[key], digest)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            batch_digest(item, digest)
-    else:
-        digest.update(repr(value).encode() if isinstance(value, (int, float, str)) else b"?")
-    return digest.hexdigest()
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, Mapping):
+        return f"a {type(value).__name__} with keys {list(value)[:5]}"
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(type(v).__name__ for v in value[:4])
+        return f"a {type(value).__name__} of {len(value)} items ({inner}{', ...' if len(value) > 4 else ''})"
+    return f"a {type(value).__name__}"
 
 
-def distributed() -> tuple[int, int]:
-    """(rank, world size) under an initialised ``torch.distributed``, else (0, 1)."""
-    import torch.distributed as dist
+def as_batch(batch: Any, index: int | None = None) -> Any:
+    """One batch as models are called on it: a tensor, a tuple (``model(*batch)``) or a dict
+    (``model(**batch)``); lists become tuples and numpy arrays tensors.
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    >>> as_batch([torch.ones(2), torch.zeros(2)])[1].tolist()
+    [0.0, 0.0]
+    >>> as_batch("text")
+    Traceback (most recent call last):
+    ...
+    hlviz.errors.OptionTypeError: a batch of data holds no tensor: got a str. Each batch must be a tensor, a tuple/list of tensors (model(*batch)) or a dict of tensors (model(**batch)).
+    """
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(batch)
+    elif isinstance(batch, list):
+        batch = tuple(batch)
+    if first_tensor(batch) is None:
+        which = "a batch" if index is None else f"batch {index}"
+        raise OptionTypeError(
+            f"{which} of data holds no tensor: got {_describe(batch)}. Each batch must be a "
+            "tensor, a tuple/list of tensors (model(*batch)) or a dict of tensors "
+            "(model(**batch))."
+        )
+    return batch
 
 
-# ---------------------------------------------------------------- batches
+def _columns(data: Any) -> tuple[torch.Tensor | None, ...] | None:
+    """``data`` as aligned columns ``(X, y, ...)`` to cut together, or None for an iterable."""
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        return (torch.as_tensor(data),)
+    if isinstance(getattr(data, "X", None), torch.Tensor) and hasattr(data, "y"):
+        data = (data.X, data.y)  # an ImageSplit
+    if (
+        isinstance(data, tuple)
+        and data
+        and isinstance(data[0], (torch.Tensor, np.ndarray))
+        and all(isinstance(v, (torch.Tensor, np.ndarray)) or v is None for v in data[1:])
+    ):
+        cols = tuple(None if v is None else torch.as_tensor(v) for v in data)
+        if cols[0].ndim == 0:
+            raise OptionError("data is a 0-d tensor; give a tensor with one row per input.")
+        lengths = {len(c) for c in cols if c is not None}
+        if len(lengths) > 1:
+            shapes = [None if c is None else tuple(c.shape) for c in cols]
+            raise OptionError(
+                f"data is a tuple of tensors of different lengths {shapes}: an (X, y) tuple "
+                "needs one row per input in each. To give batches instead, pass a list."
+            )
+        return cols
+    return None
+
+
 def _is_presharded(loader: DataLoader) -> bool:
     """Whether each process's loader already yields only its share: a ``DistributedSampler``,
     or a loader prepared by accelerate (``DataLoaderShard``, ``DataLoaderDispatcher``, their
@@ -120,22 +132,34 @@ def _is_presharded(loader: DataLoader) -> bool:
 
 
 class Source:
-    """The batches of ``data`` this process collects, each with its global batch number."""
+    """The batches of ``data`` this process reads, each with its global batch number.
 
-    def __init__(self, data: Any, batch_size: int | None, rank: int, world: int):
+    ``batch_size`` cuts tensors and ``(X, y)`` tuples (default 64); for an iterable of
+    batches it must be None unless ``loose=True`` (then it is ignored).
+
+    >>> [(g, tuple(b.shape)) for g, b in Source(torch.zeros(5, 2), 2, rank=1, world=2)]
+    [(1, (2, 2))]
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        batch_size: int | None = None,
+        rank: int = 0,
+        world: int = 1,
+        *,
+        loose: bool = False,
+    ):
         self.data, self.rank, self.world = data, rank, world
         self.presharded, self.total, self.inputs = False, None, None
         batch_size = positive_int("batch_size", batch_size, none=True)
-        if isinstance(data, np.ndarray):
-            data = self.data = torch.from_numpy(data)
-        if isinstance(data, torch.Tensor):
-            if data.ndim == 0:
-                raise OptionError("data is a 0-d tensor; give a tensor with one row per input.")
-            self.batch_size = batch_size or 64
-            self.inputs = len(data)
-            self.total = math.ceil(len(data) / self.batch_size)
+        self.columns = _columns(data)
+        if self.columns is not None:
+            self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+            self.inputs = len(self.columns[0])
+            self.total = math.ceil(self.inputs / self.batch_size)
             return
-        if batch_size is not None:
+        if batch_size is not None and not loose:
             what = (
                 "a DataLoader, which makes its own batches"
                 if isinstance(data, DataLoader)
@@ -147,10 +171,7 @@ class Source:
             )
         if isinstance(data, (str, bytes, Mapping)) or not isinstance(data, Iterable):
             hint = " (one batch? wrap it in a list: [batch])" if isinstance(data, Mapping) else ""
-            raise OptionTypeError(
-                f"data must be a tensor, a DataLoader or an iterable of batches, got "
-                f"{type(data).__name__}{hint}."
-            )
+            raise OptionTypeError(f"data must be {_KINDS}; got {_describe(data)}{hint}.")
         if isinstance(data, DataLoader):
             self.presharded = world > 1 and _is_presharded(data)
             dataset = data.dataset
@@ -168,299 +189,48 @@ class Source:
         return max(0, (self.total - self.rank + self.world - 1) // self.world)
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
-        if isinstance(self.data, torch.Tensor):
-            size = self.batch_size
+        if self.columns is not None:
+            size, cols = self.batch_size, self.columns
             for g in range(self.rank, self.total, self.world):
-                yield g, self.data[g * size : (g + 1) * size]
+                part = tuple(None if c is None else c[g * size : (g + 1) * size] for c in cols)
+                yield g, part[0] if len(part) == 1 else part
             return
         for i, batch in enumerate(self.data):
             if self.presharded:
-                yield i * self.world + self.rank, batch
+                yield i * self.world + self.rank, as_batch(batch, i)
             elif i % self.world == self.rank:
-                yield i, batch
+                yield i, as_batch(batch, i)
 
 
-def _split(batch: Any, columns: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The model's inputs and the raw column values of one batch."""
-    if not columns:
-        return batch, {}
-    values, used = {}, set()
-    for name, how in columns.items():
-        if callable(how):
-            values[name] = how(batch)
-        elif (
-            isinstance(how, int)
-            and isinstance(batch, (tuple, list))
-            and -len(batch) <= how < len(batch)
-        ):
-            values[name], _ = batch[how], used.add(how % len(batch))
-        elif isinstance(how, str) and isinstance(batch, Mapping) and how in batch:
-            values[name], _ = batch[how], used.add(how)
-        else:
-            kind = type(batch).__name__
-            keys = f" with keys {list(batch)}" if isinstance(batch, Mapping) else ""
-            if isinstance(batch, (tuple, list)):
-                keys = f" of {len(batch)} items"
-            raise OptionError(
-                f"columns[{name!r}]={how!r} cannot be read from a batch of type {kind}{keys}: "
-                "give an index into tuple batches (columns={'label': 1} for (x, y)), a key "
-                "of dict batches, or a callable batch -> (n,) values."
-            )
-    if isinstance(batch, Mapping):
-        return {k: v for k, v in batch.items() if k not in used}, values
-    if isinstance(batch, (tuple, list)):
-        rest = [v for i, v in enumerate(batch) if i not in used]
-        return (rest[0] if len(rest) == 1 else tuple(rest)), values
-    return batch, values
+def batches(data: Any, batch_size: int | None = None) -> Iterator[Any]:
+    """The batches of ``data`` (see the module docstring for what it may be), in order.
 
+    ``batch_size`` cuts tensors and ``(X, y)`` tuples (default 64) and is ignored for an
+    iterable of batches, which come as they are (lists as tuples).
 
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    if isinstance(value, torch.Tensor):
-        return value
-    items = value.values() if isinstance(value, Mapping) else value
-    if isinstance(value, (Mapping, list, tuple)):
-        for item in items:
-            found = _first_tensor(item)
-            if found is not None:
-                return found
-    return None
-
-
-def _numpy(value: Any, what: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        if value.dtype == torch.bfloat16:
-            raise OptionError(
-                f"{what} is bfloat16, which numpy and .npy files cannot hold; pass "
-                "dtype=torch.float32 (or torch.float16) to convert it while collecting."
-            )
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-# ---------------------------------------------------------------- hooks
-class TokenRecording(Recording):
-    """A Recording that keeps one row per real token: ``(N, T, D)`` -> ``(tokens, D)``.
-
-    The attention mask of the batch being run is set in ``mask`` before each forward; the
-    selection happens inside the hook, so padding is never copied.
+    >>> [tuple(b) for b in batches([[torch.ones(1), torch.zeros(1)]])][0][1].tolist()
+    [0.0]
     """
-
-    def __init__(self, model: nn.Module, layers: LayerSpec, *, dtype: torch.dtype | None):
-        super().__init__(model, layers, dtype=dtype)
-        self._token_hints = layout_hints(unwrap(model), self._names)
-        self.mask: torch.Tensor | None = None
-
-    def _process(self, tensor, hint, layer, lengths=None):
-        t = tensor.detach()
-        lay = (
-            PACKED_LAYOUT
-            if lengths is not None
-            else layout(self._token_hints.get(layer, LayoutHint()), t)
-        )
-        if t.dim() != 3 or lay.kind not in ("sequence", "sequence_first"):
-            raise OptionError(
-                f"tokens=True keeps one row per real token, but layer {layer!r} gives shape "
-                f"{tuple(t.shape)} ({lay.kind}), not (batch, tokens, units). Collect that layer "
-                "without tokens=True (e.g. with reduce='mean'), in a separate store."
-            )
-        if lay.kind == "sequence_first":
-            t = t.transpose(0, 1)
-        mask = self.mask
-        if lengths is not None:
-            mask = torch.arange(t.shape[1])[None, :] < lengths[:, None]
-        if mask is None or tuple(t.shape[:2]) != tuple(mask.shape):
-            raise ShapeMismatchError(
-                f"layer {layer!r} gives {tuple(t.shape[:2])} (batch, tokens) but the batch's "
-                f"attention mask is {None if mask is None else tuple(mask.shape)}: the layer's "
-                "tokens do not line up with the input's. Collect it without tokens=True."
-            )
-        out = t[mask.to(t.device)]
-        return out.to(device=self._to, dtype=self._dtype or out.dtype)
-
-
-def _token_mask(inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The ``(N, T)`` mask of real tokens of a batch, and its token ids when it has them."""
-    if isinstance(inputs, Mapping) and "attention_mask" in inputs:
-        return inputs["attention_mask"].bool().cpu(), inputs.get("input_ids")
-    first = _first_tensor(inputs)
-    if first is None or first.ndim < 2:
-        shape = None if first is None else tuple(first.shape)
-        raise OptionError(
-            f"tokens=True needs (batch, tokens, ...) inputs or a dict with an attention_mask; "
-            f"the batch's first tensor has shape {shape}."
-        )
-    ids = first if first.ndim == 2 and not first.is_floating_point() else None
-    return torch.ones(first.shape[:2], dtype=torch.bool), ids
-
-
-class Collector:
-    """Runs the model on one batch under a recording and returns its rows as numpy arrays."""
-
-    def __init__(self, model, layers, *, reduce, tokens, dtype, columns):
-        boolean("tokens", tokens)
-        if tokens and reduce is not None:
-            raise OptionError(
-                f"tokens=True keeps one row per token, which reduce={reduce!r} would pool "
-                "away; use one or the other."
-            )
-        if dtype is torch.bfloat16:
-            raise OptionError(
-                "dtype=torch.bfloat16 cannot be stored (numpy has no bfloat16); use "
-                "torch.float16 to halve the size, or torch.float32."
-            )
-        if columns is not None and not isinstance(columns, Mapping):
-            raise OptionTypeError(
-                f"columns must be a dict name -> index, key or callable, got "
-                f"{type(columns).__name__} (e.g. columns={{'label': 1}} for (x, y) batches)."
-            )
-        for name in columns or {}:
-            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
-                raise OptionError(
-                    f"column name {name!r} must be a non-empty string of letters, digits, "
-                    "'_', '.' or '-' (it names files in the store)."
-                )
-            if tokens and name in TOKEN_COLUMNS:
-                raise OptionError(
-                    f"column {name!r} is made by tokens=True itself (sequence, position, "
-                    "token); give your column another name."
-                )
-        self.model, self.tokens, self.columns = model, tokens, dict(columns or {})
-        if tokens:
-            self.rec = TokenRecording(model, layers, dtype=dtype)
-        else:
-            self.rec = record(model, layers, reduce=reduce, dtype=dtype)
-        self.layers = self.rec.layers
-
-    def run(self, batch: Any) -> tuple[dict[tuple[str, str], np.ndarray], int, int]:
-        """``{(kind, name): (rows, ...)}`` for one batch, its row count and input count."""
-        inputs, raw = _split(batch, self.columns)
-        first = _first_tensor(inputs)
-        if first is None:
-            raise OptionTypeError(
-                f"a batch of data holds no tensor (got {type(inputs).__name__}); batches are "
-                "tensors, tuples of tensors (model(*batch)) or dicts (model(**batch))."
-            )
-        n = first.shape[0] if first.ndim else 1
-        mask = None
-        if self.tokens:
-            mask, ids = _token_mask(inputs)
-            self.rec.mask = mask
-            n = mask.shape[0]
-        try:
-            with torch.no_grad():
-                run_model(self.model, inputs)
-        except TypeError as exc:
-            if isinstance(inputs, tuple) and len(inputs) > 1 and not self.columns:
-                raise OptionError(
-                    f"the model was called as model(*batch) on a batch of {len(inputs)} items "
-                    f"and raised TypeError: {exc}. If batches are (inputs, labels), say which "
-                    "items are columns: collect(..., columns={'label': 1})."
-                ) from exc
-            raise
-        # one row per real token, else one per input: the first layer's first axis (after
-        # reduce=, which puts the batch first even for sequence-first layers)
-        rows = int(mask.sum()) if mask is not None else None
-        first_layer, out = None, {}
-        for name in self.layers:
-            if name not in self.rec:
-                raise OptionError(
-                    f"layer {name!r} did not run on this batch, so it has no rows; collect "
-                    "layers that run on every input (see hlviz.list_layers(model, example))."
-                )
-            value = self.rec[name]
-            if isinstance(value, list):
-                raise OptionError(
-                    f"layer {name!r} ran {len(value)} times in one forward pass, and collect "
-                    "keeps one activation per row; collect a module that runs once, or use "
-                    "hlviz.record and rec.calls(name) for this one."
-                )
-            array = _numpy(value, f"layer {name!r}")
-            if rows is None:
-                rows, n, first_layer = len(array), len(array), name
-            if array.shape[:1] != (rows,):
-                what = (
-                    f"{rows} real tokens" if mask is not None else f"{rows} rows ({first_layer!r})"
-                )
-                raise ShapeMismatchError(
-                    f"layer {name!r} gives shape {array.shape} where the batch has {what}: "
-                    "the first axis of every layer must be the batch. For a sequence-first "
-                    "layer (tokens, batch, units) use reduce= or tokens=True."
-                )
-            out[("layers", name)] = array
-        for name, value in raw.items():
-            out[("columns", name)] = self._column(name, _numpy(value, f"column {name!r}"), n, mask)
-        if mask is not None:
-            where = mask.nonzero()
-            out[("columns", "sequence")] = where[:, 0].numpy()
-            out[("columns", "position")] = where[:, 1].numpy()
-            if ids is not None:
-                out[("columns", "token")] = _numpy(ids, "token ids")[mask.numpy()]
-        return out, rows, n
-
-    @staticmethod
-    def _column(name: str, value: np.ndarray, n: int, mask: torch.Tensor | None) -> np.ndarray:
-        if mask is not None and value.ndim >= 2 and value.shape[:2] == tuple(mask.shape):
-            return value[mask.numpy()]  # one value per token
-        if value.ndim == 0 or value.shape[0] != n:
-            raise ShapeMismatchError(
-                f"column {name!r} has shape {value.shape} but the batch has {n} inputs: give "
-                "one value per input"
-                + (" or per token (batch, tokens)." if mask is not None else ".")
-            )
-        if mask is not None:  # one value per input, repeated for each of its tokens
-            return np.repeat(value, mask.sum(1).numpy(), axis=0)
-        return value
-
-
-def schema_of(arrays: dict[tuple[str, str], np.ndarray], kind: str) -> list[dict]:
-    return [
-        {"name": name, "shape": list(a.shape[1:]), "dtype": str(a.dtype)}
-        for (k, name), a in arrays.items()
-        if k == kind
-    ]
-
-
-def check_rows(arrays, schema: dict, batch: int) -> None:
-    for (kind, name), array in arrays.items():
-        shape, dtype = schema[(kind, name)]
-        if list(array.shape[1:]) != shape or str(array.dtype) != dtype:
-            raise ShapeMismatchError(
-                f"{kind[:-1]} {name!r} gives rows of shape {tuple(array.shape[1:])} ({array.dtype}) "
-                f"in batch {batch} but {tuple(shape)} ({dtype}) in the first batch: every row "
-                "of a layer must have one shape (sequences padded per batch?). Use reduce= "
-                "(e.g. 'mean' or 'last'), tokens=True for one row per token, or pad every batch "
-                "to the same length."
-            )
+    for _, batch in Source(data, batch_size, loose=True):
+        yield batch
 
 
 def labelled_batches(
     data: Any, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(inputs, labels or None) from a tensor, an ImageSplit/(X, y) pair, or an iterable of batches."""
+    """``(inputs, labels or None)`` per batch of ``data``: the first tensor of each batch and
+    its second item when there is one.
+
+    >>> [(tuple(x.shape), y) for x, y in labelled_batches(torch.zeros(3, 2), 2)]
+    [((2, 2), None), ((1, 2), None)]
+    """
     batch_size = positive_int("batch_size", batch_size)
-    if isinstance(data, torch.Tensor):
-        data = (data, None)
-    if hasattr(data, "X") and hasattr(data, "y"):
-        data = (data.X, data.y)
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        X, y = data
-        for start in range(0, len(X), batch_size):
-            yield (
-                X[start : start + batch_size],
-                None if y is None else y[start : start + batch_size],
-            )
-        return
-    if not isinstance(data, Iterable):
-        raise OptionTypeError(
-            f"data must be a tensor (N, C, H, W), an ImageSplit, an (X, y) pair or an iterable of "
-            f"batches (a DataLoader), got {type(data).__name__}."
-        )
-    for batch in data:
+    for batch in batches(data, batch_size):
         if isinstance(batch, torch.Tensor):
             yield batch, None
-        elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        elif isinstance(batch, tuple) and isinstance(batch[0], torch.Tensor):
             yield batch[0], batch[1] if len(batch) > 1 else None
         else:
             raise OptionTypeError(
-                f"each batch must be a tensor or an (inputs, labels) pair, got {type(batch).__name__}."
+                f"each batch must be a tensor or an (inputs, labels) pair, got {_describe(batch)}."
             )

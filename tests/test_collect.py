@@ -361,10 +361,11 @@ def test_bad_data_is_refused_with_a_message(cnn, images):
     ):
         hlviz.collect(cnn, loader, "features.0", batch_size=8)
     with pytest.raises(
-        OptionTypeError, match=r"data must be a tensor, .* got dict \(one batch\? wrap it in a list"
+        OptionTypeError,
+        match=r"data must be a tensor .* got a dict with keys \['x'\] \(one batch\? wrap it in a",
     ):
         hlviz.collect(cnn, {"x": images}, "features.0")
-    with pytest.raises(OptionTypeError, match="a batch of data holds no tensor"):
+    with pytest.raises(OptionTypeError, match="batch 0 of data holds no tensor: got a tuple"):
         hlviz.collect(cnn, [["a", "b"]], "features.0")
     with pytest.raises(OptionError, match="data gave no batches"):
         hlviz.collect(cnn, [], "features.0")
@@ -523,3 +524,76 @@ def test_a_layer_that_does_not_run_and_bfloat16_outputs_are_refused():
     assert hlviz.collect(half, x, "0", dtype=torch.float32)["0"].dtype == np.float32
     hlviz.testing.assert_no_hooks(model)
     hlviz.testing.assert_no_hooks(half)
+
+
+def test_collect_list_batches_repro():
+    """/work/shared/repros/collect_list_batches.py: DataLoader(TensorDataset(...)) yields
+    *lists*; they are batches like tuples (model(*batch)), the (x, y) hint is shown, and an
+    (X, y) tuple or an ImageSplit-like object is cut into (x, y) batches."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    x, y = torch.randn(20, 4), torch.randint(0, 2, (20,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=5)
+    assert type(next(iter(loader))) is list
+    hint = r"model\(\*batch\) on a batch of 2 items .* columns=\{'label': 1\}"
+    for data in (loader, [(x[:5], y[:5])], (x, y)):
+        with pytest.raises(OptionError, match=hint):
+            hlviz.collect(model, data, "1", progress=False)
+    single = hlviz.collect(model, DataLoader(TensorDataset(x), batch_size=5), "1", progress=False)
+    expected = model[1](model[0](x)).detach().numpy()
+    np.testing.assert_allclose(single["1"], expected, rtol=1e-6)
+    labelled = hlviz.collect(model, loader, "1", columns={"label": 1}, progress=False)
+    np.testing.assert_allclose(labelled["1"], expected, rtol=1e-6)
+    assert np.asarray(labelled.columns["label"]).tolist() == y.tolist()
+
+    labels_ = y
+
+    class Split:  # what hlviz.datasets.ImageSplit offers: .X, .y, and unpacking
+        X, y = x, labels_
+
+        def __iter__(self):
+            return iter((self.X, self.y))
+
+    split = hlviz.collect(model, Split(), "1", columns={"label": 1}, batch_size=6)
+    assert split["1"].shape == (20, 8)
+    assert np.asarray(split.columns["label"]).tolist() == y.tolist()
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"x": torch.zeros(2, 4)}, r"got a dict with keys \['x'\] \(one batch\? wrap it in a list"),
+        (3, "data must be a tensor .*; got a int"),
+        (["text"], r"batch 0 of data holds no tensor: got a str\. Each batch must be"),
+        ([[1, 2]], r"batch 0 of data holds no tensor: got a tuple of 2 items \(int, int\)"),
+    ],
+)
+def test_data_that_is_not_batches_says_what_it_got(data, match):
+    model = nn.Sequential(nn.Linear(4, 2))
+    with pytest.raises(OptionTypeError, match=match):
+        hlviz.collect(model, data, "0", progress=False)
+    hlviz.testing.assert_no_hooks(model)
+
+
+def test_one_batch_iterator_for_every_kind_of_data():
+    from hlviz._batches import batches, labelled_batches
+
+    x, y = torch.arange(10.0)[:, None], torch.arange(10)
+    as_tensor = [b.shape[0] for b in batches(x, 4)]
+    as_pair = [(a.shape[0], b.tolist()) for a, b in batches((x, y), 4)]
+    as_loader = [type(b).__name__ for b in batches(DataLoader(TensorDataset(x, y), batch_size=4))]
+    as_dicts = list(batches([{"input_ids": x[:2]}]))
+    assert as_tensor == [4, 4, 2] and as_loader == ["tuple"] * 3
+    assert as_pair[0] == (4, [0, 1, 2, 3]) and len(as_dicts[0]["input_ids"]) == 2
+    assert [len(b) for b in batches(x.numpy(), 5)] == [5, 5]
+    labels = [b.tolist() for _, b in labelled_batches(DataLoader(TensorDataset(x, y), 5), 99)]
+    assert labels == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert [lab for _, lab in labelled_batches(x, 5)] == [None, None]
+    with pytest.raises(
+        OptionError, match=r"tuple of tensors of different lengths \[\(10, 1\), \(3,\)\]"
+    ):
+        list(batches((x, y[:3])))
+    with pytest.raises(
+        OptionTypeError, match="each batch must be a tensor or an .inputs, labels. pair, got a dict"
+    ):
+        list(labelled_batches([{"a": x}], 2))

@@ -27,19 +27,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._batches import (
+from .._batches import Source
+from .._checks import boolean, instance, non_negative_int, positive_int
+from ..errors import HlvizWarning, MemoryBudgetError, OptionError, OptionTypeError
+from ..hooks.layers import LayerSpec, check_module, unwrap
+from ..runtime import progress_enabled
+from ._rows import (
     Collector,
-    Source,
     batch_digest,
     check_rows,
     distributed,
     model_fingerprint,
     schema_of,
 )
-from .._checks import boolean, instance, non_negative_int, positive_int
-from ..errors import HlvizWarning, MemoryBudgetError, OptionError, OptionTypeError
-from ..hooks.layers import LayerSpec, check_module, unwrap
-from ..runtime import progress_enabled
 from ._shards import KEY_BITS, ShardWriter
 from .stats import RunningStats
 from .store import ActivationStore

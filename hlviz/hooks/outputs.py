@@ -31,6 +31,7 @@ __all__ = [
     "LayoutHint",
     "Picked",
     "Select",
+    "first_tensor",
     "layout",
     "layout_hint",
     "layout_hints",
@@ -113,6 +114,26 @@ def _first_tensor_path(value: Any, path: Path = ()) -> Path | None:
         if found is not None:
             return found
     return None
+
+
+def first_tensor(value: Any, default: Any = None) -> Any:
+    """The first tensor in ``value``, depth-first through tuples, lists and dicts (a module's
+    output, a batch of data); ``default`` when it holds none. A ``PackedSequence`` becomes its
+    padded, batch-first tensor.
+
+    >>> first_tensor((None, {"h": torch.ones(2), "c": torch.zeros(3)})).tolist()
+    [1.0, 1.0]
+    >>> first_tensor(["no", "tensor"]) is None
+    True
+    """
+    path = _first_tensor_path(value)
+    if path is None:
+        return default
+    for key in path:
+        value = value[key]
+    if isinstance(value, PackedSequence):
+        value = pad_packed_sequence(value, batch_first=True)[0]
+    return value
 
 
 def _normalise(value: Any, path: Path) -> tuple[Any, Path]:
