@@ -27,6 +27,7 @@ __all__ = [
     "HlvizError",
     "HlvizWarning",
     "LayerNotFoundError",
+    "LayerRepeatedError",
     "LayerShapeError",
     "LayerSpecError",
     "MemoryBudgetError",
@@ -122,6 +123,12 @@ class BaselineError(HlvizError, ValueError):
 
 class LayerShapeError(HlvizError, ValueError):
     """A layer's output has a shape the method cannot use (Grad-CAM on a layer without space)."""
+
+
+class LayerRepeatedError(OptionError, ShapeMismatchError):
+    """A layer ran more than once in one forward pass (a shared module) where one activation
+    per input is needed; an :class:`OptionError` and a :class:`ShapeMismatchError`, the two
+    classes this mistake raised before it had its own."""
 
 
 class ConvergenceWarning(HlvizWarning):

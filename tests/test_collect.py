@@ -386,7 +386,9 @@ def test_a_module_that_runs_twice_is_refused():
 def test_training_mode_is_warned_about_when_it_changes_the_activations(images):
     model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))  # train mode, with dropout
     with pytest.warns(
-        HlvizWarning, match=r"Sequential is in training mode: .* Call model.eval\(\) first"
+        HlvizWarning,
+        match=r"Sequential is in training mode \('1': dropout or batch norm\): the collected "
+        r"activations are random .* Call model.eval\(\) first",
     ):
         hlviz.collect(model, torch.randn(8, 4), "1")
     with warnings.catch_warnings():

@@ -450,3 +450,52 @@ def test_hugging_face_bert_from_a_small_random_config():
         ablated = bert(**batch)
     assert type(ablated) is type(out) and ablated.last_hidden_state.abs().sum() == 0
     hlviz.testing.assert_no_hooks(bert, ignore=own)
+
+
+def test_one_training_mode_warning_for_every_verb_that_needs_eval():
+    from hlviz.hooks.checks import noisy_modules, warn_if_training
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.BatchNorm1d(4), nn.Dropout(0.0))
+    assert noisy_modules(model) == ["1", "2"]  # dropout with p=0 changes nothing
+    with pytest.warns(
+        HlvizWarning,
+        match=r"^Sequential is in training mode \('1' and 1 more: dropout or batch norm\): "
+        r"the maps are random and differ from evaluation\. Call model.eval\(\) first\.$",
+    ):
+        warn_if_training(model, "the maps")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_training(model.eval(), "the maps")
+        warn_if_training(nn.Linear(2, 2), "the maps")  # training mode, but nothing noisy
+    lens_model = hlviz.models.CharGPT(vocab_size=8, d_model=8, n_heads=2, n_layers=1, dropout=0.1)
+    with pytest.warns(HlvizWarning, match="the decoded residual streams are random"):
+        hlviz.logit_lens(lens_model, torch.randint(0, 8, (1, 4)))
+
+
+def test_one_check_for_a_layer_that_ran_more_than_once():
+    from hlviz.errors import LayerRepeatedError, OptionError, ShapeMismatchError
+    from hlviz.hooks.checks import once
+
+    x = torch.ones(2)
+    assert once("fc", x, "it is needed") is x
+    with pytest.raises(LayerRepeatedError) as info:
+        once("fc", [x, x, x], "the lens decodes one")
+    assert isinstance(info.value, OptionError) and isinstance(info.value, ShapeMismatchError)
+    assert str(info.value) == (
+        "layer 'fc' ran 3 times in one forward pass, and the lens decodes one; choose a module "
+        "that runs once, or use hlviz.record and rec.calls('fc') to read each call."
+    )
+    model = Shared().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HlvizWarning)  # record's own warning, tested above
+        with pytest.raises(LayerRepeatedError, match="layer 'block' ran 3 times.*collect keeps"):
+            hlviz.collect(model, torch.randn(4, 5), "block", progress=False)
+        with pytest.raises(LayerRepeatedError, match="layer 'block' ran 3 times.*logit lens"):
+            hlviz.logit_lens(
+                model,
+                torch.randn(1, 3, 5),
+                layers=["block"],
+                norm=nn.Identity(),
+                unembed=nn.Identity(),
+            )
+    hlviz.testing.assert_no_hooks(model)

@@ -24,6 +24,7 @@ from torch import nn
 
 from .._checks import boolean
 from ..errors import OptionError, OptionTypeError, ShapeMismatchError
+from ..hooks.checks import once
 from ..hooks.layers import LayerSpec, check_module, unwrap
 from ..hooks.outputs import PACKED_LAYOUT, LayoutHint, first_tensor, layout, layout_hints
 from ..hooks.recording import Recording, record
@@ -271,13 +272,7 @@ class Collector:
                     f"layer {name!r} did not run on this batch, so it has no rows; collect "
                     "layers that run on every input (see hlviz.list_layers(model, example))."
                 )
-            value = self.rec[name]
-            if isinstance(value, list):
-                raise OptionError(
-                    f"layer {name!r} ran {len(value)} times in one forward pass, and collect "
-                    "keeps one activation per row; collect a module that runs once, or use "
-                    "hlviz.record and rec.calls(name) for this one."
-                )
+            value = once(name, self.rec[name], "collect keeps one activation per row")
             array = _numpy(value, f"layer {name!r}")
             if rows is None:
                 rows, n, first_layer = len(array), len(array), name

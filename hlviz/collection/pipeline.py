@@ -17,7 +17,6 @@ verified); without it they are kept in memory, up to ``max_bytes``.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,8 @@ from torch import nn
 
 from .._batches import Source
 from .._checks import boolean, instance, non_negative_int, positive_int
-from ..errors import HlvizWarning, MemoryBudgetError, OptionError, OptionTypeError
+from ..errors import MemoryBudgetError, OptionError, OptionTypeError
+from ..hooks.checks import warn_if_training
 from ..hooks.layers import LayerSpec, check_module, unwrap
 from ..runtime import progress_enabled
 from ._rows import (
@@ -247,17 +247,7 @@ def collect(
         )
     collector = Collector(model, layers, reduce=reduce, tokens=tokens, dtype=dtype, columns=columns)
     source = Source(data, batch_size, rank, world)
-    if unwrap(model).training and any(
-        isinstance(m, (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm))
-        for m in unwrap(model).modules()
-    ):
-        warnings.warn(
-            f"{type(unwrap(model)).__name__} is in training mode: dropout and batch norm make "
-            "the collected activations random and different from evaluation. Call "
-            "model.eval() first.",
-            HlvizWarning,
-            stacklevel=2,
-        )
+    warn_if_training(model, "the collected activations")
     options = {
         "reduce": reduce
         if not callable(reduce)

@@ -1,6 +1,6 @@
 """Hooks that never leak: recording, editing and resolving layers of any ``nn.Module``."""
 
-from . import context, editing, layers, outputs, recording
+from . import checks, context, editing, layers, outputs, recording
 from .context import HookContext
 from .editing import EditFn, Editing, ablate, edit, patch, steer
 from .layers import LayerSpec, layer_names, list_layers, resolve, resolve_modules, unwrap
@@ -31,6 +31,7 @@ __all__ = [
     "Select",
     "ablate",
     "activations",
+    "checks",
     "context",
     "edit",
     "editing",

@@ -15,7 +15,6 @@ A :class:`Recording` holds the values of the most recent forward pass of the mod
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,7 +25,6 @@ from torch.utils.hooks import RemovableHandle
 
 from .._checks import choice, instance
 from ..errors import (
-    HlvizWarning,
     LayerNotFoundError,
     NotRecordedError,
     OptionError,
@@ -34,6 +32,7 @@ from ..errors import (
     RecordingStateError,
 )
 from ..runtime import run_model
+from .checks import warn_repeated
 from .context import HookContext, _StopForward, mark
 from .layers import LayerSpec, resolve, unwrap
 from .outputs import (
@@ -211,12 +210,7 @@ class Recording(HookContext, Mapping):
                 self._watch_grad(found, hint, name, len(calls))
             calls.append(self._process(found.tensor, hint, name, found.lengths))
             if len(calls) == 2:
-                warnings.warn(
-                    f"layer {name!r} ran more than once in one forward pass (a shared module?); "
-                    f"rec[{name!r}] is a list with one entry per call.",
-                    HlvizWarning,
-                    stacklevel=2,
-                )
+                warn_repeated(name, stacklevel=2)
             if self._stop and all(self._outputs[n] for n in self._names):
                 self._stopped = True
                 raise _StopForward(self)

@@ -27,6 +27,7 @@ from torch import nn
 
 from .._checks import choice, positive_int
 from ..errors import EmptySelectionError, OptionError, OptionTypeError, ShapeMismatchError
+from ..hooks.checks import once
 from ..hooks.context import HookContext, mark
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
 from ..runtime import run_model
@@ -209,7 +210,14 @@ class AttentionMaps:
 
     def _layer_index(self, layer: int | str) -> int:
         if isinstance(layer, str):
-            return self.layers.index(choice("layer", layer, self.layers, hint="Give a captured layer (see .layers) or its index."))
+            return self.layers.index(
+                choice(
+                    "layer",
+                    layer,
+                    self.layers,
+                    hint="Give a captured layer (see .layers) or its index.",
+                )
+            )
         if isinstance(layer, bool) or not isinstance(layer, int):
             raise OptionTypeError(f"layer must be an int or a name, got {layer!r}.")
         if not -len(self) <= layer < len(self):
@@ -430,10 +438,7 @@ def capture(model: nn.Module, inputs: Any, layers: LayerSpec | None = None) -> A
         for name in names:
             calls = ctx.weights[name]
             if len(calls) != 1:
-                raise ShapeMismatchError(
-                    f"layer {name!r} ran {len(calls)} times in the forward pass; capture needs "
-                    "each attention layer to run exactly once."
-                )
+                once(name, calls, "capture needs one attention map per layer")
             if calls[0].dim() != 4:
                 raise ShapeMismatchError(
                     f"layer {name!r} was called without a batch (its per-head weights are "
@@ -449,11 +454,5 @@ def capture(model: nn.Module, inputs: Any, layers: LayerSpec | None = None) -> A
         run_model(model, inputs)
     values = {}
     for name in names:
-        value = rec[name]
-        if isinstance(value, list):
-            raise ShapeMismatchError(
-                f"layer {name!r} ran {len(value)} times in the forward pass; capture needs each "
-                "attention layer to run exactly once."
-            )
-        values[name] = value
+        values[name] = once(name, rec[name], "capture needs one attention map per layer")
     return _stack_layers(values, hf=_is_hf(inner))

@@ -28,13 +28,14 @@ from torch import nn
 
 from .._checks import callable_
 from ..errors import OptionError, OptionTypeError, ShapeMismatchError, UnitIndexError
+from ..hooks.checks import warn_if_training
 from ..hooks.context import HookContext, mark
 from ..hooks.editing import EditFn, edit
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
 from ..hooks.outputs import layout
 from ..hooks.recording import record
 from ..runtime import run_model
-from .patching import _batch_of, _repeat, _scores, _warn_if_training
+from .patching import _batch_of, _repeat, _scores
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -340,7 +341,7 @@ def ablate_heads(
     callable_("metric", metric, "a function logits -> tensor")
     names = resolve(unwrap(model), layers)
     n = _batch_of(inputs)
-    _warn_if_training(model)
+    warn_if_training(model, "the runs (the clean one and every ablated one)")
     modules = dict(unwrap(model).named_modules())
     with torch.no_grad():
         base = float(_scores(metric, run_model(model, inputs), 1, n)[0])

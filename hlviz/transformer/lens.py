@@ -31,6 +31,7 @@ from torch import nn
 
 from .._checks import choice, positive_int
 from ..errors import HlvizWarning, OptionError, OptionTypeError, ShapeMismatchError
+from ..hooks.checks import once, warn_if_training
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
 from ..hooks.recording import record
 from ..runtime import run_model
@@ -384,6 +385,7 @@ def logit_lens(
                 f"per position, negative for none), got {tuple(targets.shape)}."
             )
 
+    warn_if_training(model, "the decoded residual streams")
     rec = record(model, names, to=None)
     rec_in = record(model, first_input, to=None, inputs=True) if first_input else None
     with torch.no_grad():
@@ -398,11 +400,7 @@ def logit_lens(
         final = model_logits(out).detach().float().cpu()
         decoded = []
         for name, h in streams:
-            if isinstance(h, list):
-                raise ShapeMismatchError(
-                    f"layer {name!r} ran {len(h)} times in one forward pass; the logit lens needs "
-                    "layers that run once."
-                )
+            h = once(name, h, "the logit lens decodes one residual stream per layer")
             if h.dim() != 3:
                 raise ShapeMismatchError(
                     f"layer {name!r} outputs shape {tuple(h.shape)}, not a residual stream "

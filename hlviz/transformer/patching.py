@@ -20,7 +20,6 @@ through one forward pass, each copy patched at its own layer and position.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,8 @@ import torch
 from torch import nn
 
 from .._checks import callable_, choice, positive_int
-from ..errors import HlvizWarning, OptionError, OptionTypeError, ShapeMismatchError
+from ..errors import OptionError, OptionTypeError, ShapeMismatchError
+from ..hooks.checks import once, warn_if_training
 from ..hooks.editing import EditFn, edit
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
 from ..hooks.outputs import layout, layout_hints
@@ -133,27 +133,6 @@ def _check_aligned(clean: Any, corrupted: Any) -> None:
 def _attention_mask(inputs: Any) -> torch.Tensor | None:
     mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
     return torch.as_tensor(mask).detach().cpu() if mask is not None else None
-
-
-def _warn_if_training(model: nn.Module) -> None:
-    """Warn when dropout or batch norm in training mode would make the runs differ."""
-    noisy = [
-        name
-        for name, m in unwrap(model).named_modules()
-        if m.training
-        and (
-            (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
-            or isinstance(m, nn.modules.batchnorm._BatchNorm)
-        )
-    ]
-    if noisy:
-        warnings.warn(
-            f"{type(model).__name__} is in training mode ({noisy[0]!r} is dropout or batch "
-            "norm): every run differs, so the effects mix the edit with noise. Call "
-            "model.eval() first.",
-            HlvizWarning,
-            stacklevel=3,
-        )
 
 
 # ------------------------------------------------------------------ activation patching
@@ -282,7 +261,7 @@ def activation_patching(
     n = _batch_of(clean)
     _check_aligned(clean, corrupted)
     names = resolve(unwrap(model), layers)
-    _warn_if_training(model)
+    warn_if_training(model, "the runs (clean, corrupted and every patched one)")
     with torch.no_grad():
         with record(model, names, to=None) as rec:
             clean_out = run_model(model, clean)
@@ -296,13 +275,7 @@ def activation_patching(
             )
         acts = {}
         for name in names:
-            value = rec[name]
-            if isinstance(value, list):
-                raise ShapeMismatchError(
-                    f"layer {name!r} ran {len(value)} times in one forward pass; patch layers "
-                    "that run once."
-                )
-            acts[name] = value
+            acts[name] = once(name, rec[name], "patching replaces one activation per layer")
         length = None
         if positions == "each":
             lengths = set()
