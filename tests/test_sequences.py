@@ -154,8 +154,12 @@ def test_gate_saturation_on_a_hand_made_case():
     assert t.loc[("f", 0), "left"] == 0.0 and list(sat.table["gate"].unique()) == ["f", "i", "o"]
     summary = sat.summary().set_index("gate")
     assert summary.loc["i", "right"] == 0.25 and summary.loc["o", "often_right"] == 0.0
-    axes = sat.plot()
-    assert len(axes) == 3 and axes[0].get_title() == "gate f"
+    fig = sat.plot()
+    assert len(fig.axes) == 3 and fig.axes[0].get_title() == "gate f"
+    assert [len(ax.collections) for ax in fig.axes] == [1, 1, 1]  # one layer, a scatter each
+    assert sat.to_frame().equals(sat.table)
+    with pytest.raises(OptionError, match=r"fig= must be an empty figure"):
+        sat.plot(fig=fig)
     strict = gate_saturation(hand_states(), low=0.06, high=0.98, gates=["i"])
     assert strict.table["left"].tolist() == [0.25, 0.0] and strict.table["right"].tolist() == [
         0.25,
@@ -185,7 +189,13 @@ def test_unit_label_correlation_known_values():
     assert corr.best("depth", layer="b")[:2] == ("b", 1)
     summary = corr.summary()
     assert len(summary) == 4 and set(summary["label"]) == {"depth", "noise"}
-    assert corr.plot().get_xticklabels()[0].get_text() == "depth"
+    ax = corr.plot()
+    assert ax.get_xticklabels()[0].get_text() == "depth"
+    grid = corr.table.assign(a=corr.table["r"].abs()).pivot_table(
+        index="layer", columns="label", values="a", aggfunc="max", sort=False
+    )
+    assert [t.get_text() for t in ax.texts] == [f"{v:.2f}" for v in grid.to_numpy().ravel()]
+    assert corr.to_frame().equals(corr.table)
     with pytest.raises(OptionError, match="no label 'x'; choose from 'depth', 'noise'"):
         corr.top("x")
     with pytest.raises(OptionError, match="no layer 'c'; choose from 'a', 'b'"):

@@ -12,6 +12,7 @@ from hlviz.errors import HlvizError, OptionError, OptionTypeError, ShapeMismatch
 from hlviz.plotting import plot_cka
 from hlviz.similarity import (
     RBF_MAX_N,
+    CKAReport,
     cka_matrix,
     hsic_unbiased,
     linear_cka,
@@ -173,8 +174,13 @@ def layers(n: int = 200) -> dict[str, torch.Tensor]:
 )
 def test_cka_matrix_is_symmetric_with_unit_diagonal_and_matches_pairwise_calls(method, pairwise):
     acts = layers()
-    table = cka_matrix(acts, method=method, **({"batch_size": 64} if method == "minibatch" else {}))
-    assert isinstance(table, pd.DataFrame)
+    report = cka_matrix(
+        acts, method=method, **({"batch_size": 64} if method == "minibatch" else {})
+    )
+    assert isinstance(report, CKAReport) and report.method == method and report.n == 200
+    table = report.matrix
+    assert isinstance(table, pd.DataFrame) and report.to_frame().equals(table)
+    assert report.to_frame() is not table and report.loc["in", "mid"] == table.loc["in", "mid"]
     assert list(table.index) == list(table.columns) == ["in", "mid", "out"]
     assert np.allclose(table.to_numpy(), table.to_numpy().T)
     assert np.allclose(np.diag(table.to_numpy()), 1.0)
@@ -292,7 +298,9 @@ def test_plot_cka_draws_a_heatmap_on_a_fixed_scale():
 
 
 def test_plot_cka_errors():
-    with pytest.raises(OptionTypeError, match="must be a pandas DataFrame.*got dict"):
+    with pytest.raises(
+        OptionTypeError, match="must be a CKAReport .* or a pandas DataFrame.*got dict"
+    ):
         plot_cka({"a": 1.0})
     with pytest.raises(OptionError, match="matrix is empty"):
         plot_cka(pd.DataFrame())
@@ -326,8 +334,12 @@ def test_constant_and_nan_inputs_are_refused(cka):
         cka(torch.zeros(20, 2), X)
     bad = X.clone()
     bad[3, 1] = float("nan")
-    with pytest.raises(OptionError, match="X has 1 NaN or infinite values"):
+    with pytest.raises(OptionError, match=r"X has NaN or inf in 1 of 20 rows \(rows 3\)"):
         cka(bad, X)
+    bad[7:, 0] = float("inf")
+    with pytest.raises(OptionError, match=r"Y has NaN or inf in 14 of 20 rows \(rows 3, 7, 8, "
+                       r"9, 10, 11, 12, 13, 14, 15, \.\.\.\)"):  # fmt: skip
+        cka(X, bad)
 
 
 def test_rbf_errors():
@@ -393,6 +405,35 @@ def test_cka_matrix_errors():
         cka_matrix(randn(10, 3))
     with pytest.raises(OptionError, match=r"acts\['dead'\] is constant"):
         cka_matrix({**acts, "dead": torch.zeros(200, 4)})
+    broken = acts["mid"].clone()
+    broken[[5, 9]] = float("nan")
+    with pytest.raises(OptionError, match=r"other\['mid'\] has NaN or inf in 2 of 200 rows "
+                       r"\(rows 5, 9\): similarity is undefined"):  # fmt: skip
+        cka_matrix(acts, {"mid": broken})
+
+
+def test_cka_report_summary_and_plot():
+    import matplotlib.pyplot as plt
+
+    acts = layers()
+    report = cka_matrix(acts)
+    summary = report.summary()
+    assert list(summary.columns) == ["layer", "best_match", "cka", "same_layer"]
+    values = report.matrix.to_numpy()
+    for i, row in summary.iterrows():
+        others = [j for j in range(3) if j != i]
+        best = max(others, key=lambda j: values[i, j])
+        assert row.best_match == report.matrix.columns[best]
+        assert row.cka == pytest.approx(values[i, best]) and row.same_layer == 1.0
+    across = cka_matrix(acts, {"out": acts["out"] * 3, "y": randn(200, 5, seed=11)})
+    assert not across.symmetric and report.symmetric
+    row = across.summary().set_index("layer").loc["out"]
+    assert row.same_layer == pytest.approx(1.0) and row.best_match == "out"
+    assert np.isnan(across.summary().set_index("layer").loc["in", "same_layer"])
+    _, ax = plt.subplots()
+    assert report.plot(ax=ax, title="t") is ax and ax.get_title() == "t"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["in", "mid", "out"]
+    plt.close(ax.figure)
 
 
 def test_rsa_rdm_project_errors():

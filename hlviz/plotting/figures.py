@@ -54,7 +54,16 @@ def _to_numpy(value: Any, what: str) -> np.ndarray:
         ) from None
 
 
-def subplot_grid(n: int, ncols: int, fig: Figure | None, panel: tuple[float, float]):
+def subplot_grid(
+    n: int, ncols: int, fig: Figure | None, panel: tuple[float, float]
+) -> tuple[Figure, np.ndarray]:
+    """``n`` panels in rows of ``ncols`` on ``fig`` (a new figure when ``None``; an empty
+    one otherwise): ``(fig, axes)`` with the unused panels hidden.
+
+    >>> fig, axes = subplot_grid(3, 2, None, (2.0, 2.0))
+    >>> len(axes), len(fig.axes), sum(ax.get_visible() for ax in fig.axes)
+    (3, 4, 3)
+    """
     import matplotlib.pyplot as plt
 
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
@@ -369,8 +378,9 @@ def plot_cka(
     >>> hp.plot_cka(table, title="CKA").get_title()
     'CKA'
 
-    ``matrix`` is a ``pandas.DataFrame`` such as :func:`hlviz.similarity.cka_matrix`
-    returns: rows and columns are layers (in order), values are similarities in [0, 1].
+    ``matrix`` is a :class:`~hlviz.similarity.CKAReport` (what :func:`hlviz.similarity.cka_matrix`
+    returns) or a ``pandas.DataFrame``: rows and columns are layers (in order), values are
+    similarities in [0, 1].
     ``annot`` writes each value (2 decimals) in its cell. The colour scale is always
     0..1, so figures of different models compare at a glance.
     """
@@ -381,9 +391,11 @@ def plot_cka(
     from ..errors import OptionError, OptionTypeError
 
     if not isinstance(matrix, pd.DataFrame):
+        matrix = getattr(matrix, "matrix", matrix)  # a CKAReport holds its table
+    if not isinstance(matrix, pd.DataFrame):
         raise OptionTypeError(
-            f"matrix must be a pandas DataFrame of layers x layers (from "
-            f"hlviz.similarity.cka_matrix), got {type(matrix).__name__}."
+            f"matrix must be a CKAReport (from hlviz.similarity.cka_matrix) or a pandas "
+            f"DataFrame of layers x layers, got {type(matrix).__name__}."
         )
     if matrix.empty:
         raise OptionError("matrix is empty: give at least one layer in its rows and columns.")

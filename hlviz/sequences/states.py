@@ -32,6 +32,10 @@ from ..models.rnn import CharLSTM, RNNStates, lstm_layer_steps
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from ..plotting.html import HTML
 
 __all__ = [
     "GateSaturation",
@@ -237,25 +241,35 @@ class GateSaturation:
             .reset_index()
         )
 
-    def plot(self, ax: Any = None):
-        """Scatter of left vs right saturation per unit, one panel per gate; returns the axes."""
-        import matplotlib.pyplot as plt
+    def to_frame(self) -> pd.DataFrame:
+        """The per-unit table: ``layer, gate, unit, left, right``."""
+        return self.table.copy()
+
+    def plot(self, *, fig: Figure | None = None) -> Figure:
+        """Scatter of left vs right saturation per unit, one panel per gate (seaborn, colour
+        by layer), drawn into ``fig`` (an empty figure; default a new one): a multi-panel
+        figure, so it returns the ``Figure``."""
+        import seaborn as sns
+
+        from ..plotting.figures import subplot_grid
 
         gates = list(dict.fromkeys(self.table["gate"]))
-        if ax is None:
-            _, ax = plt.subplots(1, len(gates), figsize=(3.2 * len(gates), 3.2), squeeze=False)
-            ax = ax[0]
-        ax = np.atleast_1d(ax)
-        for a, gate in zip(ax, gates, strict=False):
-            part = self.table[self.table["gate"] == gate]
-            for layer, rows in part.groupby("layer"):
-                a.scatter(rows["left"], rows["right"], s=8, alpha=0.6, label=f"layer {layer}")
-            a.plot([0, 1], [1, 0], color="grey", lw=0.8)
-            a.set(xlim=(0, 1), ylim=(0, 1), title=f"gate {gate}")
-            a.set_xlabel(f"fraction < {self.low}")
-        ax[0].set_ylabel(f"fraction > {self.high}")
-        ax[0].legend(fontsize=8)
-        return ax
+        fig, axes = subplot_grid(len(gates), len(gates), fig, (3.2, 3.2))
+        for i, (ax, gate) in enumerate(zip(axes, gates, strict=True)):
+            part = self.table[self.table["gate"] == gate].assign(
+                layer=lambda t: "layer " + t["layer"].astype(str)
+            )
+            sns.scatterplot(
+                part, x="left", y="right", hue="layer", s=10, alpha=0.6, ax=ax, legend=i == 0
+            )
+            ax.plot([0, 1], [1, 0], color="grey", lw=0.8)
+            ax.set(xlim=(0, 1), ylim=(0, 1), title=f"gate {gate}")
+            ax.set_xlabel(f"fraction < {self.low}")
+            ax.set_ylabel(f"fraction > {self.high}" if i == 0 else "")
+        if axes[0].get_legend() is not None:
+            axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        return fig
 
 
 def gate_saturation(
@@ -338,21 +352,34 @@ class UnitCorrelation:
         idx = t.groupby(["label", "layer"], sort=False)["abs_r"].idxmax()
         return t.loc[idx, ["label", "layer", "unit", "r"]].reset_index(drop=True)
 
-    def plot(self, ax: Any = None):
-        """Heat map of the largest ``|r|`` per layer (rows) and label (columns); returns the axes."""
+    def to_frame(self) -> pd.DataFrame:
+        """The long table: ``layer, unit, label, r``."""
+        return self.table.copy()
+
+    def plot(self, *, ax: Axes | None = None) -> Axes:
+        """Heat map (seaborn) of the largest ``|r|`` per layer (rows) and label (columns);
+        returns the Axes."""
         import matplotlib.pyplot as plt
+        import seaborn as sns
 
         grid = self.table.assign(abs_r=self.table["r"].abs()).pivot_table(
             index="layer", columns="label", values="abs_r", aggfunc="max", sort=False
         )
         if ax is None:
             _, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 2, 0.5 * grid.shape[0] + 1.5))
-        image = ax.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right")
-        ax.set_yticks(range(grid.shape[0]), grid.index)
-        for (i, j), v in np.ndenumerate(grid.to_numpy()):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k")
-        ax.figure.colorbar(image, ax=ax, label="max |r| over units")
+        sns.heatmap(
+            grid,
+            ax=ax,
+            vmin=0,
+            vmax=1,
+            cmap="viridis",
+            annot=True,
+            fmt=".2f",
+            cbar_kws={"label": "max |r| over units"},
+        )
+        ax.set_xticks(ax.get_xticks(), grid.columns, rotation=30, ha="right")
+        ax.set_yticks(ax.get_yticks(), grid.index, rotation=0)
+        ax.set(xlabel="", ylabel="")
         return ax
 
 
@@ -414,7 +441,7 @@ def unit_heatmap_html(
     vmin: float | None = None,
     vmax: float | None = None,
     line_numbers: bool = False,
-):
+) -> HTML:
     """One unit over text as escaped HTML: each character coloured by the unit's value.
 
     >>> page = unit_heatmap_html("a<b\\nc", [0.5, -1.0, 0.0, 0.2, 1.0], title="unit 7")

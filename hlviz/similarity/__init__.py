@@ -1,6 +1,6 @@
 """Representational similarity: CKA between layers, RSA and projections."""
 
-from . import cka, geometry
+from . import cka, geometry, report
 from .cka import (
     RBF_MAX_N,
     cka_matrix,
@@ -11,11 +11,13 @@ from .cka import (
     rbf_cka,
 )
 from .geometry import PROJECTIONS, RDM_METRICS, project, rdm, rsa
+from .report import CKAReport
 
 __all__ = [
     "PROJECTIONS",
     "RBF_MAX_N",
     "RDM_METRICS",
+    "CKAReport",
     "cka",
     "cka_matrix",
     "geometry",
@@ -26,5 +28,6 @@ __all__ = [
     "project",
     "rbf_cka",
     "rdm",
+    "report",
     "rsa",
 ]

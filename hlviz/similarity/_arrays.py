@@ -42,11 +42,14 @@ def _as_matrix(value: Any, what: str, device: torch.device | None = None) -> tor
             f"{what} is empty (shape {tuple(tensor.shape)}): there is nothing to compare."
         )
     tensor = tensor.reshape(tensor.shape[0], -1).to(device=device, dtype=torch.float64)
-    bad = (~torch.isfinite(tensor)).sum().item()
-    if bad:
+    bad = (~torch.isfinite(tensor)).any(1)
+    if bad.any():
+        rows = bad.nonzero().flatten().tolist()
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
         raise OptionError(
-            f"{what} has {bad} NaN or infinite values (shape {tuple(tensor.shape)}): similarity "
-            "is undefined. Find where they come from (e.g. torch.isnan(x).any(1)) and drop those rows."
+            f"{what} has NaN or inf in {len(rows)} of {tensor.shape[0]} rows (rows {shown}): "
+            "similarity is undefined. Find where they come from (e.g. "
+            "torch.isfinite(x).all(1)) and drop those rows from every layer."
         )
     return tensor
 

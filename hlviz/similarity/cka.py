@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,12 +26,11 @@ import torch
 from ..errors import OptionError, OptionTypeError, ShapeMismatchError
 from ._arrays import _as_matrix, _centre, _centre_gram, _check_method, _check_n, _pair
 from .geometry import project, rdm, rsa  # re-exported: similarity is where users look for RSA
-
-if TYPE_CHECKING:
-    import pandas as pd
+from .report import CKAReport
 
 __all__ = [
     "RBF_MAX_N",
+    "CKAReport",
     "cka_matrix",
     "hsic_unbiased",
     "linear_cka",
@@ -326,13 +325,15 @@ def cka_matrix(
     method: str = "linear",
     batch_size: int | None = None,
     seed: int = 0,
-) -> pd.DataFrame:
-    """CKA between every pair of layers, as a ``pandas.DataFrame`` (rows x columns = layers).
+) -> CKAReport:
+    """CKA between every pair of layers: a :class:`CKAReport` (the table is ``.matrix``).
 
     >>> acts = {"a": torch.randn(60, 5), "b": torch.randn(60, 3, 2)}
-    >>> table = hlviz.similarity.cka_matrix(acts)
-    >>> table.shape, float(table.loc["a", "a"])
+    >>> report = hlviz.similarity.cka_matrix(acts)
+    >>> report.matrix.shape, float(report.matrix.loc["a", "a"])
     ((2, 2), 1.0)
+    >>> list(report.summary().columns)
+    ['layer', 'best_match', 'cka', 'same_layer']
 
     ``acts`` maps layer names to ``(n, ...)`` activations of the same ``n`` inputs (a
     :class:`~hlviz.Recording` works). Without ``other`` the table is symmetric with a
@@ -342,7 +343,9 @@ def cka_matrix(
     float64 copy of every layer), ``"rbf"`` (:func:`rbf_cka`, sigma 1, n <= 10,000, one
     ``(n, n)`` matrix per layer) or ``"minibatch"`` (:func:`minibatch_cka`
     with ``batch_size`` rows per batch, default 256, shuffled by ``seed``; the same
-    batches for every layer).
+    batches for every layer). :meth:`CKAReport.plot` draws the heat map,
+    :meth:`CKAReport.summary` gives each layer's best match. A layer holding NaN or inf
+    raises, naming the layer and how many rows hold them.
     """
     import pandas as pd
 
@@ -382,7 +385,8 @@ def cka_matrix(
                     values[i, j] = values[j, i]
                 else:
                     values[i, j] = 1.0 if symmetric and i == j else pair(a, b)
-    return pd.DataFrame(values, index=row_names, columns=col_names)
+    matrix = pd.DataFrame(values, index=row_names, columns=col_names)
+    return CKAReport(matrix, method=method, n=n)
 
 
 def _minibatch_matrix(
