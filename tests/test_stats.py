@@ -34,6 +34,7 @@ def test_against_numpy_on_the_whole_data():
     x[:, 5] = np.round(x[:, 5])  # many ties
     acc = _feed(RunningStats(top_k=4, sample=1000), x, [7, 100, 333])
     s = acc.result()
+    assert type(s) is hlviz.collection.LayerStats  # one layer's units; units.UnitStats is a table
     assert s.count == 500 and s.units == 6
     np.testing.assert_allclose(s.mean, x.mean(0), rtol=1e-12)
     np.testing.assert_allclose(s.var, x.var(0), rtol=1e-10)

@@ -2,7 +2,7 @@
 
 from . import pipeline, stats, store
 from .pipeline import DEFAULT_MAX_BYTES, Estimate, collect, estimate
-from .stats import QUANTILES, RunningStats, UnitStats
+from .stats import QUANTILES, LayerStats, RunningStats
 from .store import ActivationStore, LayerArray
 
 __all__ = [
@@ -11,8 +11,8 @@ __all__ = [
     "ActivationStore",
     "Estimate",
     "LayerArray",
+    "LayerStats",
     "RunningStats",
-    "UnitStats",
     "collect",
     "estimate",
     "pipeline",

@@ -29,13 +29,13 @@ import numpy as np
 from .._checks import fraction, non_negative_int, positive_int
 from ..errors import OptionError, ShapeMismatchError
 
-__all__ = ["QUANTILES", "RunningStats", "UnitStats"]
+__all__ = ["QUANTILES", "LayerStats", "RunningStats"]
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
 @dataclass(frozen=True)
-class UnitStats:
+class LayerStats:
     """Statistics of every unit of one layer over ``count`` rows.
 
     ``mean``, ``var``, ``min``, ``max``: ``(units,)``; ``quantiles``: ``(len(levels), units)``
@@ -257,8 +257,8 @@ class RunningStats:
             self._reservoir = np.concatenate([a[pick_a], b[pick_b]])
         return self
 
-    def result(self, row_of: Any = None) -> UnitStats:
-        """The :class:`UnitStats` so far; ``row_of`` maps stored row keys to row numbers."""
+    def result(self, row_of: Any = None) -> LayerStats:
+        """The :class:`LayerStats` so far; ``row_of`` maps stored row keys to row numbers."""
         if self._units is None or self.count == 0:
             raise OptionError("no rows were added: there are no statistics to report yet.")
         keys = self._top_keys
@@ -267,7 +267,7 @@ class RunningStats:
         pad = k - len(rows)
         top_values = np.concatenate([self._top_values, np.full((pad, self._units), np.nan)])
         top_rows = np.concatenate([rows, np.full((pad, self._units), -1, dtype=np.int64)])
-        return UnitStats(
+        return LayerStats(
             count=int(self.count),
             mean=self._mean.copy(),
             var=self._m2 / self.count,

@@ -48,7 +48,7 @@ from ._shards import (
     read_journal,
     shard_file,
 )
-from .stats import RunningStats, UnitStats
+from .stats import LayerStats, RunningStats
 
 __all__ = ["ActivationStore", "LayerArray", "Verified"]
 
@@ -371,7 +371,7 @@ class ActivationStore(Mapping):
         return self._row_offsets[np.minimum(where, len(self._batch_ids) - 1)] + local
 
     @property
-    def stats(self) -> dict[str, UnitStats]:
+    def stats(self) -> dict[str, LayerStats]:
         """Per-unit statistics of every layer (collected with ``stats=``), merged over processes."""
         merged = self._running_stats()
         if merged is None:
