@@ -724,3 +724,29 @@ def test_image_overlays_share_one_colour_scale_across_methods(x):
         plot_over_time(seq, examples=[5])
     with pytest.raises(LayerShapeError, match=r"saliency values have shape \(2, 1, 8, 8\)"):
         plot_over_time(sal)
+
+
+class _NaNForSecond(nn.Module):
+    """Finite for example 0, NaN scores for every other example."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        out = self.lin(x)
+        scale = torch.ones_like(out)
+        scale[1:] = float("nan")
+        return out * scale
+
+
+def test_nan_and_inf_name_the_examples():
+    bad = torch.randn(3, 4)
+    bad[1, 2] = float("nan")
+    bad[2, 0] = float("inf")
+    with pytest.raises(OptionError, match=r"the attributed input holds NaN or inf in 2 of 3 rows "
+                       r"\(examples 1, 2\): drop those examples"):  # fmt: skip
+        attribute(mlp(), bad, target=0, method="saliency")
+    with pytest.raises(OptionError, match=r"the saliency attribution holds NaN or inf in 2 of 3 "
+                       r"rows \(examples 1, 2\): the model's score or its gradient is not finite"):  # fmt: skip
+        attribute(_NaNForSecond(), torch.randn(3, 4), target=0, method="saliency")
