@@ -14,6 +14,7 @@ as ``{(kind, name): (rows, ...)}`` numpy arrays. With ``tokens=True`` a
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -153,7 +154,8 @@ class TokenRecording(Recording):
     def __init__(self, model: nn.Module, layers: LayerSpec, *, dtype: torch.dtype | None):
         super().__init__(model, layers, dtype=dtype)
         self._token_hints = layout_hints(unwrap(model), self._names)
-        self.mask: torch.Tensor | None = None
+        self.mask: torch.Tensor | None = None  # the batch's attention mask, if it has one
+        self.seen: torch.Tensor | None = None  # else the (N, T) tokens the layers gave
 
     def _process(self, tensor, hint, layer, lengths=None):
         t = tensor.detach()
@@ -171,31 +173,47 @@ class TokenRecording(Recording):
         if lay.kind == "sequence_first":
             t = t.transpose(0, 1)
         mask = self.mask
-        if lengths is not None:
-            mask = torch.arange(t.shape[1])[None, :] < lengths[:, None]
-        if mask is None or tuple(t.shape[:2]) != tuple(mask.shape):
+        if lengths is not None or mask is None:
+            # a packed sequence's real steps; with no attention mask, every position is a token
+            mask = (
+                torch.arange(t.shape[1])[None, :] < lengths[:, None].cpu()
+                if lengths is not None
+                else torch.ones(t.shape[:2], dtype=torch.bool)
+            )
+            if self.seen is not None and self.seen.shape != mask.shape:
+                raise ShapeMismatchError(
+                    f"layer {layer!r} gives {tuple(t.shape[:2])} (batch, tokens) but another "
+                    f"layer gives {tuple(self.seen.shape)}: with tokens=True every layer must "
+                    "have the same tokens. Collect them in separate stores."
+                )
+            self.seen = mask
+        if tuple(t.shape[:2]) != tuple(mask.shape):
             raise ShapeMismatchError(
                 f"layer {layer!r} gives {tuple(t.shape[:2])} (batch, tokens) but the batch's "
-                f"attention mask is {None if mask is None else tuple(mask.shape)}: the layer's "
-                "tokens do not line up with the input's. Collect it without tokens=True."
+                f"attention mask is {tuple(mask.shape)}: the layer's tokens do not line up "
+                "with the input's. Collect it without tokens=True."
             )
         out = t[mask.to(t.device)]
         return out.to(device=self._to, dtype=self._dtype or out.dtype)
 
 
-def _token_mask(inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The ``(N, T)`` mask of real tokens of a batch, and its token ids when it has them."""
+def _token_mask(inputs: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The ``(N, T)`` mask of real tokens of a batch (``None`` when it has no attention
+    mask: then every position of a layer is a token) and its token ids when it has them."""
     if isinstance(inputs, Mapping) and "attention_mask" in inputs:
         return inputs["attention_mask"].bool().cpu(), inputs.get("input_ids")
     first = first_tensor(inputs)
-    if first is None or first.ndim < 2:
-        shape = None if first is None else tuple(first.shape)
-        raise OptionError(
-            f"tokens=True needs (batch, tokens, ...) inputs or a dict with an attention_mask; "
-            f"the batch's first tensor has shape {shape}."
-        )
-    ids = first if first.ndim == 2 and not first.is_floating_point() else None
-    return torch.ones(first.shape[:2], dtype=torch.bool), ids
+    ids = first if first is not None and first.ndim == 2 and not first.is_floating_point() else None
+    return None, ids
+
+
+def _takes(model: nn.Module, keyword: str) -> bool:
+    """Whether ``model.forward`` accepts ``keyword`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(unwrap(model).forward).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in params)
 
 
 class Collector:
@@ -249,8 +267,9 @@ class Collector:
         mask = None
         if self.tokens:
             mask, ids = _token_mask(inputs)
-            self.rec.mask = mask
-            n = mask.shape[0]
+            self.rec.mask, self.rec.seen = mask, None
+            if mask is not None and not _takes(self.model, "attention_mask"):
+                inputs = {k: v for k, v in inputs.items() if k != "attention_mask"}
         try:
             with torch.no_grad():
                 run_model(self.model, inputs)
@@ -262,6 +281,16 @@ class Collector:
                     "items are columns: collect(..., columns={'label': 1})."
                 ) from exc
             raise
+        if self.tokens:
+            mask = self.rec.seen if self.rec.seen is not None else self.rec.mask
+            if mask is None:
+                raise OptionError(
+                    "tokens=True found no (batch, tokens, units) layer output in this batch; "
+                    "collect the layers without tokens=True."
+                )
+            n = mask.shape[0]
+            if ids is not None and tuple(ids.shape) != tuple(mask.shape):
+                ids = None  # the inputs are not one id per token of the layers
         # one row per real token, else one per input: the first layer's first axis (after
         # reduce=, which puts the batch first even for sequence-first layers)
         rows = int(mask.sum()) if mask is not None else None

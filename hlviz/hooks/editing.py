@@ -33,7 +33,7 @@ from ..errors import (
 )
 from .context import HookContext, mark
 from .layers import resolve, unwrap
-from .outputs import Layout, LayoutHint, Select, layout, layout_hints, pick, put_back
+from .outputs import Layout, LayoutHint, Select, explain, layout, layout_hints, pick, put_back
 
 __all__ = ["EditFn", "Editing", "ablate", "edit", "patch", "steer"]
 
@@ -95,14 +95,14 @@ def _as_units(units: Any) -> list[int] | None:
         ) from None
 
 
-def _check_units(units: Any, size: int, layer: str) -> None:
+def _check_units(units: Any, size: int, layer: str, lay: Layout | None = None) -> None:
     if units is None:
         return
     bad = [u for u in units if not -size <= int(u) < size]
     if bad:
         raise UnitIndexError(
             f"units {bad} are out of range for layer {layer!r}, which has {size} units "
-            f"(valid {-size}..{size - 1})."
+            f"(valid {-size}..{size - 1})" + (f"; {explain(lay, layer)}." if lay else ".")
         )
 
 
@@ -112,7 +112,7 @@ class _Ablate(EditFn):
 
     def apply(self, tensor, layer, hint):
         lay = layout(hint, tensor)
-        _check_units(self.units, tensor.shape[lay.units], layer)
+        _check_units(self.units, tensor.shape[lay.units], layer, lay)
         index = _index(lay, tensor.dim(), self.units, self.positions)
         out = tensor.clone()
         if self.value == "mean":
@@ -182,7 +182,7 @@ class _Patch(EditFn):
         if self.units is None and self.positions is None:
             return value.clone()
         lay = layout(hint, tensor)
-        _check_units(self.units, tensor.shape[lay.units], layer)
+        _check_units(self.units, tensor.shape[lay.units], layer, lay)
         index = _index(lay, tensor.dim(), self.units, self.positions)
         out = tensor.clone()
         out[index] = value[index]
@@ -228,7 +228,8 @@ class _Steer(EditFn):
         if self.direction.numel() != size:
             raise ShapeMismatchError(
                 f"the steering direction has {self.direction.numel()} entries but layer {layer!r} "
-                f"has {size} units (output {tuple(tensor.shape)}). Give a vector of length {size}."
+                f"has {size} units (output {tuple(tensor.shape)}). Give a vector of length {size}; "
+                f"{explain(lay, layer)}."
             )
         shape = [1] * tensor.dim()
         shape[lay.units] = size
