@@ -431,3 +431,35 @@ def test_layers_that_are_not_attention_output_projections_are_refused():
     ):
         hlviz.ablate_heads(gpt, ids % 12, "blocks.0.mlp.fc", metric=_metric)
     hlviz.testing.assert_no_hooks(gpt)
+
+
+def test_repro_dict_output_logits() -> None:
+    """A model returning a plain dict: the metric sees its "logits" entry, as attribute does."""
+
+    class Tagger(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(20, 8)
+            self.mix = torch.nn.Linear(8, 8)
+            self.head = torch.nn.Linear(8, 5)
+
+        def forward(self, *, input_ids):
+            h = torch.tanh(self.mix(self.emb(input_ids)).cumsum(1))
+            return {"hidden": h, "logits": self.head(h)}
+
+    torch.manual_seed(0)
+    model = Tagger().eval()
+    clean = {"input_ids": torch.tensor([[1, 2, 3, 4]])}
+    corrupted = {"input_ids": torch.tensor([[9, 2, 3, 4]])}
+    seen = set()
+
+    def metric(logits):
+        seen.add(tuple(logits.shape))
+        return logits[:, -1, 3] - logits[:, -1, 4]
+
+    result = hlviz.activation_patching(model, clean, corrupted, ["emb", "mix"], metric=metric)
+    assert seen == {(1, 4, 5)}
+    with torch.no_grad():
+        truth = float(metric(model(**clean)["logits"]))
+    assert result.clean_score == pytest.approx(truth)
+    assert hlviz.hooks.logits_of(model(**clean)).shape == (1, 4, 5)

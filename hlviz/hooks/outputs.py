@@ -39,8 +39,8 @@ from .layout import (
 
 __all__ = [
     "PACKED_LAYOUT",
-    "REDUCE_HINT",
     "REDUCERS",
+    "REDUCE_HINT",
     "Layout",
     "LayoutHint",
     "Picked",
@@ -51,6 +51,7 @@ __all__ = [
     "layout",
     "layout_hint",
     "layout_hints",
+    "logits_of",
     "pick",
     "put_back",
     "reduce_positions",
@@ -219,3 +220,23 @@ def put_back(output: Any, path: Path | None, tensor: torch.Tensor, layer: str) -
     if isinstance(output, tuple) and hasattr(output, "_fields"):  # namedtuple
         return type(output)(*items)
     return type(output)(items)
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The tensor a metric sees in a model's output: the one rule for patching, head
+    ablation, the logit lens and attribution. A tensor is itself; a dict or ``ModelOutput``
+    gives its ``"logits"`` entry (an object its ``.logits``); anything else its first tensor.
+
+    >>> logits_of({"hidden": torch.zeros(1, 8), "logits": torch.ones(1, 3)}).shape
+    torch.Size([1, 3])
+    >>> logits_of((torch.zeros(2), torch.ones(3))).shape
+    torch.Size([2])
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    return pick(output, None, "<model output>").tensor

@@ -33,6 +33,7 @@ from .._checks import choice, positive_int
 from ..errors import HlvizWarning, OptionError, OptionTypeError, ShapeMismatchError
 from ..hooks.checks import once, warn_if_training
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
+from ..hooks.outputs import logits_of
 from ..hooks.recording import record
 from ..runtime import run_model
 
@@ -47,15 +48,14 @@ _EMBEDDINGS = "embeddings"  # the row for the input of the first block
 
 
 def model_logits(output: Any) -> torch.Tensor:
-    """The logits in a model's output: the tensor itself, ``output.logits``, or the first tensor."""
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    from ..hooks.outputs import pick
+    """The logits in a model's output: the tensor itself, the ``"logits"`` entry of a dict or
+    ``ModelOutput``, else the first tensor (:func:`hlviz.hooks.outputs.logits_of`, the one
+    rule every metric follows).
 
-    return pick(output, None, "<model output>").tensor
+    >>> model_logits({"hidden": torch.zeros(1, 8), "logits": torch.ones(1, 5)}).shape
+    torch.Size([1, 5])
+    """
+    return logits_of(output)
 
 
 @dataclass(frozen=True)
