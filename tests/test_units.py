@@ -336,6 +336,27 @@ def test_visualize_raises_the_objective_and_leaves_no_hooks(param):
     handle.remove()
 
 
+def test_visualize_runs_a_half_precision_model_in_its_dtype():
+    torch.manual_seed(0)
+    model = Blocks().to(torch.bfloat16).eval()
+    vis = fv.visualize(model, fv.channel("features.4", 1), shape=(1, 1, 8, 8), steps=2)
+    assert vis.images.dtype == torch.float32 and np.isfinite(vis.final)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert_no_hooks(model)
+
+
+def test_unit_stats_and_top_patches_reject_bad_threshold_and_empty_channels():
+    torch.manual_seed(0)
+    model, x = Blocks().eval(), torch.rand(4, 1, 8, 8)
+    with pytest.raises(OptionTypeError, match="threshold must be a number.*got str '0'"):
+        hlviz.unit_stats(model, x, "features.1", threshold="0")
+    with pytest.raises(OptionError, match="threshold is NaN"):
+        hlviz.unit_stats(model, x, "features.1", threshold=float("nan"))
+    with pytest.raises(OptionError, match=r"channels= is empty for 'features.1'.*\(0..3\)"):
+        hlviz.top_patches(model, x, "features.1", k=2, channels=[])
+    assert_no_hooks(model)
+
+
 def test_visualize_is_reproducible_and_batches_with_diversity():
     model = Blocks().eval()
     obj = fv.channel("features.4", 2) + 0.5 * fv.diversity("features.4")
@@ -360,6 +381,13 @@ def test_visualize_errors_leave_no_hooks_and_restore_the_mode():
         fv.visualize(model, fv.channel("feature.4", 0), steps=1)
     with pytest.raises(OptionTypeError, match="transforms must be 'standard', None or a callable"):
         fv.visualize(model, fv.channel("features.4", 0), steps=1, transforms="jitter")
+    with pytest.raises(OptionError, match="lr must be a positive finite number"):
+        fv.visualize(model, fv.channel("features.4", 0), steps=1, lr=float("nan"))
+    with pytest.raises(OptionError, match=r"pixel values, more than the 67,108,864"):
+        fv.visualize(model, fv.channel("features.4", 0), steps=1, shape=(1, 1, 10**6, 10**6))
+    with pytest.raises(OptionError, match="the model is on the meta device"):
+        fv.visualize(Blocks().to("meta"), fv.channel("features.4", 0), steps=1)
+    assert model.training
     exploding = ExplodingCNN()
     with pytest.raises(RuntimeError, match="boom after conv1"):
         fv.visualize(exploding, fv.channel("conv2", 0), shape=(1, 1, 8, 8), steps=2)

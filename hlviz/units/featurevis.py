@@ -18,6 +18,7 @@ its train/eval mode is restored.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -320,11 +321,19 @@ def visualize(
         )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise OptionError(f"steps must be a positive int, got {steps!r}.")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < math.inf:
+        raise OptionError(f"lr must be a positive finite number (Adam's step size), got {lr!r}.")
     names = {layer: resolve(unwrap(model), layer) for layer in objective.layers}
     for layer, found in names.items():
         if len(found) != 1:
             raise OptionError(f"objective layer {layer!r} selects {len(found)} layers; name one.")
     device = model_device(model)
+    if device.type == "meta":
+        raise OptionError(
+            "the model is on the meta device (it has shapes but no weights); load its weights "
+            "first (model.to_empty(device='cpu') then load_state_dict), then visualise."
+        )
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     if param is None:
         param = fourier_image(shape, seed=seed)
     param = param.to(device)
@@ -349,7 +358,7 @@ def visualize(
 
     def score(image: torch.Tensor) -> torch.Tensor:
         acts.clear()
-        model(image)
+        model(image.to(dtype))
         return objective({layer: acts[aliases[layer]] for layer in objective.layers})
 
     try:

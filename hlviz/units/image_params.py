@@ -43,6 +43,10 @@ def _check_int(value: Any, name: str) -> None:
 # --- image parameterisations: modules whose forward() returns the image (B, C, H, W) in (0, 1)
 
 
+#: most values (batch x channels x height x width) an optimised image may hold
+MAX_PIXELS = 2**26
+
+
 def _check_shape(shape: Any) -> tuple[int, int, int, int]:
     if (
         not isinstance(shape, (tuple, list))
@@ -50,6 +54,12 @@ def _check_shape(shape: Any) -> tuple[int, int, int, int]:
         or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
     ):
         raise OptionError(f"shape must be (batch, channels, height, width) ints, got {shape!r}.")
+    if math.prod(shape) > MAX_PIXELS:
+        raise OptionError(
+            f"shape {tuple(shape)} asks for {math.prod(shape):,} pixel values, more than the "
+            f"{MAX_PIXELS:,} an image to optimise may hold; give the model's input size "
+            "(e.g. (1, 3, 224, 224))."
+        )
     return tuple(shape)
 
 

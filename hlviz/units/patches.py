@@ -15,6 +15,8 @@ patches per channel. Feature visualisation lives in :mod:`hlviz.units.featurevis
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -170,6 +172,11 @@ def _channels(channels: Any, n: int, layer: str) -> list[int]:
     if channels is None:
         return list(range(n))
     chosen = [channels] if isinstance(channels, int) else list(channels)
+    if not chosen:
+        raise OptionError(
+            f"channels= is empty for {layer!r}; give one or more channel indices "
+            f"(0..{n - 1}), or None for every channel."
+        )
     for c in chosen:
         if isinstance(c, bool) or not isinstance(c, int) or not -n <= c < n:
             raise UnitIndexError(
@@ -392,6 +399,13 @@ def unit_stats(
     import pandas as pd
 
     check_module(model)
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise OptionTypeError(
+            f"threshold must be a number (a unit counts as active above it), got "
+            f"{type(threshold).__name__} {threshold!r}; the default is 0.0."
+        )
+    if math.isnan(threshold):
+        raise OptionError("threshold is NaN; give a number (a unit counts as active above it).")
     sums = maxima = active = class_sums = class_counts = None
     n_total = 0
     labelled = True
