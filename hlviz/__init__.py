@@ -71,6 +71,7 @@ _LAZY_ATTRS = {
     "MDLResult": "probes.mdl",
     "mdl_layers": "probes.mdl",
     # similarity
+    "CKAReport": "similarity.report",
     "cka_matrix": "similarity.cka",
     # units
     "TopPatches": "units.patches",
@@ -79,6 +80,8 @@ _LAZY_ATTRS = {
     # sequences
     "RNNStates": "models.rnn",
     "rnn_states": "sequences.states",
+    "GateSaturation": "sequences.states",
+    "UnitCorrelation": "sequences.states",
     # transformer
     "AttentionMaps": "transformer.attention",
     "HeadAblation": "transformer.heads",
@@ -121,7 +124,9 @@ __all__ = [
     "Attribution",
     "AttributionExplorer",
     "CKAExplorer",
+    "CKAReport",
     "Estimate",
+    "GateSaturation",
     "HeadAblation",
     "HlvizError",
     "HlvizWarning",
@@ -140,6 +145,7 @@ __all__ = [
     "SanityReport",
     "TCAVReport",
     "TopPatches",
+    "UnitCorrelation",
     "__version__",
     "ablate",
     "ablate_heads",

@@ -227,7 +227,7 @@ def test_tcav_errors():
         hlviz.tcav(model, inputs, **{**call, "concepts": {}})
     with pytest.raises(OptionError, match=r"concept 'x0' has 1 example\(s\); give at least 2"):
         hlviz.tcav(model, inputs, **{**call, "concepts": {"x0": concept[:1]}})
-    with pytest.raises(OptionTypeError, match=r"concept 'x0' must be a tensor of examples"):
+    with pytest.raises(OptionTypeError, match=r"concept 'x0': data must be a tensor"):
         hlviz.tcav(model, inputs, **{**call, "concepts": {"x0": "stripes"}})
     with pytest.raises(OptionError, match=r"alpha must lie in \(0, 1\)"):
         hlviz.tcav(model, inputs, **call, alpha=1.5)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._batches import batches
 from ..errors import OptionError, OptionTypeError
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
 from . import forward as af
@@ -95,16 +96,13 @@ class TCAVReport:
 
 
 def _batches(value: Any, name: str) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        if len(value) < 2:
-            raise OptionError(f"concept {name!r} has {len(value)} example(s); give at least 2.")
-        return list(torch.split(value, 64))
-    if isinstance(value, Sequence) and value and all(isinstance(v, torch.Tensor) for v in value):
-        return list(value)
-    raise OptionTypeError(
-        f"concept {name!r} must be a tensor of examples (K, ...) or a list of such batches, got "
-        f"{type(value).__name__}."
-    )
+    """The examples of concept ``name`` as batches (hlviz's one batching rule), at least 2."""
+    if isinstance(value, torch.Tensor) and len(value) < 2:
+        raise OptionError(f"concept {name!r} has {len(value)} example(s); give at least 2.")
+    try:
+        return list(batches(value, 64))
+    except OptionTypeError as error:
+        raise OptionTypeError(f"concept {name!r}: {error}") from None
 
 
 def _p_value(got: list[float], null: list[float]) -> float:

@@ -165,6 +165,7 @@ def rnn_states(model: nn.Module, inputs: Any, layer: Any = None, *, hx: Any = No
     replay that does not reproduce the module's own output raises). Values are detached CPU
     tensors ``(L, N, T, H)``. No gradients are kept.
     """
+    from ..hooks.checks import once
     from ..hooks.recording import record
     from ..runtime import run_model
 
@@ -184,12 +185,8 @@ def rnn_states(model: nn.Module, inputs: Any, layer: Any = None, *, hx: Any = No
         else:
             with record(model, name, inputs=True, to=None) as rec:
                 run_model(model, inputs)
-            x, expected = rec.inputs[name], rec[name]
-            if isinstance(x, list):
-                raise OptionError(
-                    f"layer {name!r} ran {len(x)} times in one forward pass; rnn_states needs a "
-                    "module that runs once (call the module itself on each input instead)."
-                )
+            x = once(name, rec.inputs[name], "rnn_states replays one call of the module")
+            expected = rec[name]
             states = _replay(rnn, x, hx)
         top = states["h"][-1] if rnn.batch_first else states["h"][-1].transpose(0, 1)
         scale = float(expected.abs().max()) if expected.numel() else 0.0
