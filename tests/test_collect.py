@@ -599,3 +599,50 @@ def test_one_batch_iterator_for_every_kind_of_data():
         OptionTypeError, match="each batch must be a tensor or an .inputs, labels. pair, got a dict"
     ):
         list(labelled_batches([{"a": x}], 2))
+
+
+def test_repro_reduce_mean_counts_padding() -> None:
+    """collect/activations with reduce= over padded tokenizer batches pool only real tokens,
+    so the same sentence gets the same vector in any batch (right and left padding)."""
+    from .zoo import tiny_bert
+
+    torch.manual_seed(0)
+    model = tiny_bert()
+    sent = torch.tensor([1, 17, 23, 42, 2])
+    other = torch.tensor([1, 8, 9, 10, 11, 12, 13, 14, 2])
+
+    def batch(rows, left=False):
+        width = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            where = slice(width - len(r), width) if left else slice(0, len(r))
+            ids[i, where], mask[i, where] = r, 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    alone = hlviz.activations(model, batch([sent]), "encoder.layer.1")["encoder.layer.1"][0]
+    loader = [batch([sent, sent]), batch([sent, other])]
+    for how, truth in (("mean", alone.mean(0)), ("last", alone[-1]), ("max", alone.amax(0))):
+        store = hlviz.collect(model, loader, "encoder.layer.1", reduce=how, progress=False)
+        rows = torch.as_tensor(store["encoder.layer.1"][:])
+        torch.testing.assert_close(rows[0], rows[2], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(rows[2], truth, atol=1e-5, rtol=1e-5)
+    acts = hlviz.activations(model, loader[1], "encoder.layer.1", reduce="mean")
+    torch.testing.assert_close(acts["encoder.layer.1"][0], alone.mean(0), atol=1e-5, rtol=1e-5)
+
+    # left padding (BERT's positions shift with it, so check the pooling on a token-wise model)
+    class Tokenwise(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(50, 4)
+
+        def forward(self, input_ids, attention_mask):
+            return self.emb(input_ids)
+
+    model = Tokenwise()
+    emb = model.emb
+    left = batch([sent, other], left=True)
+    pooled = hlviz.activations(model, left, "emb", reduce="last")["emb"]
+    torch.testing.assert_close(pooled[0], emb(sent)[-1].detach())
+    pooled = hlviz.activations(model, left, "emb", reduce="first")["emb"]
+    torch.testing.assert_close(pooled[0], emb(sent)[0].detach())

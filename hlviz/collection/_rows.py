@@ -28,7 +28,7 @@ from ..errors import OptionError, OptionTypeError, ShapeMismatchError
 from ..hooks.checks import once
 from ..hooks.layers import LayerSpec, check_module, unwrap
 from ..hooks.outputs import PACKED_LAYOUT, LayoutHint, first_tensor, layout, layout_hints
-from ..hooks.recording import Recording, record
+from ..hooks.recording import Recording, attention_mask, record
 from ..runtime import run_model
 
 __all__ = [
@@ -265,6 +265,7 @@ class Collector:
             )
         n = first.shape[0] if first.ndim else 1
         mask = None
+        self.rec.padding = attention_mask(inputs)  # reduce= pools only the real tokens
         if self.tokens:
             mask, ids = _token_mask(inputs)
             self.rec.mask, self.rec.seen = mask, None

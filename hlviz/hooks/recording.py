@@ -108,6 +108,9 @@ class Recording(HookContext, Mapping):
         self._thread = threading.get_ident()
         self._depth = 0
         self._root_pass = False
+        # the (N, T) attention mask of the inputs being run: string reducers pool only the
+        # real tokens of sequence layers whose (batch, tokens) it matches
+        self.padding: torch.Tensor | None = None
 
     # ---------------------------------------------------------------- hooks
     def _process(
@@ -129,7 +132,7 @@ class Recording(HookContext, Mapping):
                     )
             else:
                 lay = PACKED_LAYOUT if lengths is not None else layout(hint, out)
-                out = reduce_positions(out, self._reduce, lay, layer, lengths)
+                out = reduce_positions(out, self._reduce, lay, layer, lengths, self.padding)
             fresh = out.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
         target_dtype = self._dtype or out.dtype
         target_device = self._to or out.device
@@ -454,6 +457,20 @@ def activations(model: nn.Module, inputs: Any, layers: LayerSpec, **options: Any
             "grads=True) as rec:` and call .backward() inside the block."
         )
     rec = record(model, layers, **options)
+    rec.padding = attention_mask(inputs)
     with torch.no_grad(), rec:
         run_model(model, inputs)
     return rec
+
+
+def attention_mask(inputs: Any) -> torch.Tensor | None:
+    """The ``(N, T)`` boolean mask of real tokens of a tokenizer-style dict batch, or None.
+
+    >>> attention_mask({"input_ids": torch.ones(1, 3), "attention_mask": torch.tensor([[1, 1, 0]])})
+    tensor([[ True,  True, False]])
+    """
+    if isinstance(inputs, Mapping):
+        mask = inputs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            return mask.bool()
+    return None
