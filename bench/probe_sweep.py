@@ -38,7 +38,7 @@ from workloads import SENTENCES
 import hlviz
 from hlviz.probes import LinearProbe, split_indices
 from hlviz.probes._batched import Fit, batched_scores
-from hlviz.probes.linear import standardize_rows, standardizer
+from hlviz.probes._scaling import standardize_rows, standardizer
 from hlviz.similarity import cka_matrix
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ._lbfgs import Problems, fit_softmax
+from ._scaling import scale_of
 
 __all__ = ["Fit", "batched_scores"]
 
@@ -84,18 +85,14 @@ def batched_scores(
                 # then standardises on its own training rows, as LinearProbe does
                 X64 = torch.as_tensor(layers[name], device=device).double()
                 std, mu = torch.std_mean(X64, 0, correction=0)
-                X64 = (X64 - mu) / std.clamp_min(1e-8)
-                m = w64 @ X64
-                # E[x^2] - m^2 of globally standardised float64 columns: a column constant
-                # on a fit's training rows comes out at rounding level (~1e-16), far below
-                # the 1e-6 spread under which it is treated as constant just below
-                var = (w64 @ X64.square() - m.square()).clamp_min(0.0)
-                spread = var[which].sqrt()
-                # a column (unit spread over all rows) that is constant on a fit's training
-                # rows carries nothing for that fit: an infinite scale keeps its weight at 0
-                # (dividing float32 rounding noise by a tiny spread would invent a feature)
-                spread[spread < 1e-6] = float("inf")
-                X[i], mean[i], scale[i] = X64, m[which], spread
+                std = std.clamp_min(1e-8)
+                X64 = (X64 - mu) / std
+                m = w64 @ X64  # each fit's training mean and spread, in global units
+                spread = (w64 @ X64.square() - m.square()).clamp_min(0.0).sqrt()
+                # LinearProbe's constant-column rule, on the raw units of the rows
+                scale_raw = scale_of(mu + std * m, std * spread)
+                X[i], mean[i] = X64, m[which]
+                scale[i] = (scale_raw / std)[which]
             problems = Problems(X, codes, weights, absent, mean, scale, lam)
             fit = fit_softmax(problems, max_iter=max_iter, tol=tol)
             x = torch.cat([fit.coef.flatten(-2), fit.intercept], -1)

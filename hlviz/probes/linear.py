@@ -26,6 +26,7 @@ from ..errors import NotFittedError, OptionError, ShapeMismatchError
 from ._checks import check_finite
 from ._lbfgs import Problems, fit_softmax
 from ._linalg import cholesky
+from ._scaling import standardize_rows, standardizer
 
 __all__ = ["LinearProbe"]
 
@@ -44,25 +45,6 @@ def _as_2d(X: Any, device: torch.device | None, name: str = "X") -> torch.Tensor
     tensor = tensor.reshape(tensor.shape[0], -1).to(dtype=torch.float32)
     check_finite(tensor, f"{name} (in float32)")
     return tensor.to(device) if device is not None else tensor
-
-
-def standardizer(X: torch.Tensor, standardize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and scale of rows ``X`` ``(n, d)``, in float64 (float32 sums lose
-    features whose spread is tiny next to their mean); constant features get scale inf."""
-    if not standardize:
-        zeros = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
-        return zeros, zeros + 1
-    X64 = X.double()
-    mean, std = X64.mean(0), X64.std(0, unbiased=False)
-    # a feature constant on the training rows (up to rounding) carries nothing: an infinite
-    # scale maps it to 0 on every row, instead of blowing rounding noise up to unit variance
-    constant = (std < 1e-8) | (std < 1e-7 * mean.abs())
-    return mean, torch.where(constant, torch.full_like(std, float("inf")), std)
-
-
-def standardize_rows(X: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``(X - mean) / scale`` computed in float64, returned as float32."""
-    return ((X.double() - mean) / scale).float()
 
 
 class LinearProbe(BaseEstimator):

@@ -21,7 +21,8 @@ import torch
 from sklearn.base import BaseEstimator
 
 from ..errors import NotFittedError, OptionError, ShapeMismatchError
-from .linear import _as_2d, standardize_rows, standardizer
+from ._scaling import standardize_rows, standardizer
+from .linear import _as_2d
 
 __all__ = ["MLPProbe"]
 
