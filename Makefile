@@ -1,4 +1,4 @@
-# hlviz: `make book` (the tutorials, rendered) and `make test` (everything CI checks).
+# hlviz: `make book` (the tutorials, rendered), `make test` (everything CI checks) and `make test-fast`.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -13,11 +13,12 @@ export PYDEVD_DISABLE_FILE_VALIDATION = 1
 # idle OpenMP threads sleep instead of spinning (a spinning pool stalls on a busy machine)
 export OMP_WAIT_POLICY = PASSIVE
 
-.PHONY: help venv book test lint lab refresh bench gpu-check clean
+.PHONY: help venv book test test-fast lint lab refresh bench gpu-check clean
 
 help:
 	@echo "make book      execute every notebook and render build/book/index.html (main job)"
 	@echo "make test      lint + unit tests + strict nbval on every notebook, one pytest call"
+	@echo "make test-fast the unit tests without the slow ones (notebooks, subprocess runs): ~1 min"
 	@echo "make lab       JupyterLab on the notebooks"
 	@echo "make refresh   re-execute notebooks in place to update stored outputs (NB=path for one)"
 	@echo "make bench     benchmarks (markdown tables of ratios)"
@@ -37,6 +38,10 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# what a newcomer runs first: everything not marked slow (see conftest.py for what is)
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check hlviz tests scripts bench conftest.py

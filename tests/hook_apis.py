@@ -104,6 +104,7 @@ class HookAPI:
     bad_error: type[BaseException] = HlvizError
     raise_from: tuple[int, ...] = (1,)
     grads: bool = field(default=False)
+    slow: bool = False  # over ~1 s per case: skipped by make test-fast
 
 
 def _in_context(make: Callable[[Subject, Any], Any], grads: bool = False) -> Callable:
@@ -335,8 +336,15 @@ REGISTRY: list[HookAPI] = [
         ),
         raise_from=(1, 2),
     ),
-    HookAPI("sanity_check", "hlviz.sanity_check", "cnn", _sanity, lambda s: _sanity(s, target=9)),
-    HookAPI("tcav", "hlviz.tcav", "cnn", _tcav, lambda s: _tcav(s, target=9)),
+    HookAPI(
+        "sanity_check",
+        "hlviz.sanity_check",
+        "cnn",
+        _sanity,
+        lambda s: _sanity(s, target=9),
+        slow=True,
+    ),
+    HookAPI("tcav", "hlviz.tcav", "cnn", _tcav, lambda s: _tcav(s, target=9), slow=True),
     # transformer
     HookAPI(
         "activation_patching",
@@ -478,6 +486,7 @@ REGISTRY: list[HookAPI] = [
         "cnn",
         lambda s: _plot(lambda: _tabs(hlviz.inspect(s.model, s.x))),
         lambda s: hlviz.inspect(s.model, s.x, layers="features.9"),
+        slow=True,
     ),
     HookAPI(
         "LayerInspector",
@@ -485,6 +494,7 @@ REGISTRY: list[HookAPI] = [
         "cnn",
         lambda s: _plot(lambda: _tabs(hlviz.LayerInspector(s.model, s.x, data=s.x))),
         lambda s: hlviz.LayerInspector(s.model, s.x, layers="features.9"),
+        slow=True,
     ),
     HookAPI(
         "AttributionExplorer",
@@ -494,6 +504,7 @@ REGISTRY: list[HookAPI] = [
             lambda: _methods(hlviz.AttributionExplorer(s.model, s.x, layer="features.4"))
         ),
         lambda s: hlviz.AttributionExplorer(s.model, s.x, methods=["nope"]),
+        slow=True,
     ),
 ]
 

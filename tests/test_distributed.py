@@ -18,6 +18,8 @@ from ._dist_collect import LAYERS, cnn, images, sequences, tagger
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # starts two processes under torchrun
+
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):

@@ -55,24 +55,36 @@ def user_hooks(subject):
             handle.remove()
 
 
-@pytest.mark.parametrize("entry", REGISTRY, ids=lambda e: e.id)
+def _params(cases):
+    """pytest params for (entry, ...) tuples, marked slow where the entry is."""
+    return [
+        pytest.param(*case, id="-".join([case[0].id, *map(str, case[1:])]),
+                     marks=[pytest.mark.slow] if case[0].slow else [])
+        for case in cases
+    ]  # fmt: skip
+
+
+ENTRIES = _params([(e,) for e in REGISTRY])
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
 def test_normal_use(entry):
     subject = SUBJECTS[entry.subject]()
     with user_hooks(subject):
         entry.run(subject)
 
 
-@pytest.mark.parametrize("entry", REGISTRY, ids=lambda e: e.id)
+@pytest.mark.parametrize("entry", ENTRIES)
 def test_bad_argument(entry):
     subject = SUBJECTS[entry.subject]()
     with user_hooks(subject), pytest.raises(entry.bad_error):
         entry.bad(subject)
 
 
-CRASHES = [(e, k) for e in REGISTRY for k in e.raise_from]
+CRASHES = _params([(e, k) for e in REGISTRY for k in e.raise_from])
 
 
-@pytest.mark.parametrize(("entry", "k"), CRASHES, ids=[f"{e.id}-call{k}" for e, k in CRASHES])
+@pytest.mark.parametrize(("entry", "k"), CRASHES)
 def test_model_raises_mid_forward(entry, k):
     subject = SUBJECTS[entry.subject]()
     with user_hooks(subject):
@@ -97,6 +109,7 @@ _MAKE = {
 }
 
 
+@pytest.mark.slow  # 24 pairs; the single contexts run in the fast matrix
 @pytest.mark.parametrize(("outer", "inner"), NESTED)
 def test_contexts_nested(outer, inner):
     subject = SUBJECTS["cnn"]()
@@ -349,6 +362,7 @@ def test_every_public_api_that_registers_hooks_is_in_the_registry():
     assert not stale, f"EXEMPT names APIs that no longer register hooks: {sorted(stale)}"
 
 
+@pytest.mark.slow  # runs the whole registry once more
 def test_every_hook_site_is_reached_by_a_registry_entry(monkeypatch):
     """Running the registry registers hooks from every ``register_*hook`` site in hlviz, and
     every API of the registry registers hooks in at least one of its entries (hlviz's own,

@@ -307,6 +307,7 @@ def test_hlviz_inspect_is_the_lazy_function():
     assert hlviz.LayerInspector is LayerInspector
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_feature_map_inspector_redraws_for_every_control(cnn):
     images = torch.rand(4, 1, 8, 8)
     plt.close("all")
@@ -352,6 +353,7 @@ def test_a_layer_change_clamps_the_unit_and_redraws_once(cnn, monkeypatch):
     assert ins.controls["unit"].value == 2 and ins.view.unit == 2 and len(calls) == 1
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_sequence_inspector_shows_tokens_and_a_text_heat_map(lstm, ids):
     ins = hlviz.inspect(lstm, ids, decode=decode)
     assert ins.controls["input"].options[0][0] == "0: " + decode(ids[0]).replace("\n", " ")
@@ -399,6 +401,7 @@ def test_attribution_tab_covers_every_method_and_the_target(cnn):
     assert_no_hooks(cnn)
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_attribution_of_vectors_and_of_token_ids(mlp, lstm, ids):
     ins = hlviz.inspect(mlp, torch.randn(4, 4))
     ins.tabs.selected_index = 1
@@ -419,6 +422,7 @@ def test_attribution_of_vectors_and_of_token_ids(mlp, lstm, ids):
     assert_no_hooks(lstm)
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_top_examples_tab_for_images_sequences_vectors_and_a_store(cnn, lstm, mlp, tmp_path):
     data = torch.rand(30, 1, 8, 8)
     ins = hlviz.inspect(cnn, data[:2], data=data, top_k=4)
@@ -449,6 +453,7 @@ def test_top_examples_tab_for_images_sequences_vectors_and_a_store(cnn, lstm, ml
         assert_no_hooks(model)
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_an_error_while_drawing_is_shown_in_the_widget_and_the_next_change_recovers(
     cnn, monkeypatch
 ):
@@ -471,6 +476,7 @@ def test_an_error_while_drawing_is_shown_in_the_widget_and_the_next_change_recov
     assert _png(out).startswith(b"\x89PNG")
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_figures_stay_constant_and_hooks_gone_across_many_redraws(cnn):
     handle = cnn.features[0].register_forward_hook(lambda m, i, o: None)
     plt.close("all")

@@ -29,6 +29,7 @@ def _text(explorer: PlaneExplorer) -> str:
     return "".join(o["data"]["text/plain"] for o in explorer.output.outputs)
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_render_plane_draws_boundary_regions_and_loss():
     fig = render_plane(FAST)
     titles = [ax.get_title() for ax in fig.axes]
@@ -38,6 +39,7 @@ def test_render_plane_draws_boundary_regions_and_loss():
     assert fig._suptitle.get_text() == "moons, 1 x 4 relu"
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_render_plane_shows_the_last_hidden_layer_for_tanh_and_the_input_for_depth_0():
     fig = render_plane(PlaneState(dataset="spirals", depth=2, width=2, activation="tanh", steps=5))
     assert fig.axes[1].get_title() == "last hidden layer: layers.1.act (2-D)"
@@ -45,6 +47,7 @@ def test_render_plane_shows_the_last_hidden_layer_for_tanh_and_the_input_for_dep
     assert fig.axes[1].get_title() == "last hidden layer: head (2-D)"
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_render_plane_is_deterministic_and_checks_its_state():
     a, b = render_plane(FAST), render_plane(FAST)
     assert a.axes[0].get_title() == b.axes[0].get_title()
@@ -60,6 +63,7 @@ def test_render_plane_is_deterministic_and_checks_its_state():
     assert not plt.get_fignums(), "a failed render left a figure open"
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_explorer_redraws_when_a_control_changes():
     explorer = PlaneExplorer(FAST)
     assert set(explorer.controls) == {"depth", "width", "activation", "dataset"}
@@ -82,6 +86,7 @@ def test_explorer_redraws_when_a_control_changes():
     assert explorer.last_error is None
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_an_error_in_the_callback_is_shown_in_the_widget_and_the_next_change_recovers():
     def render(state):
         if state.width == 3:
@@ -103,6 +108,7 @@ def test_an_error_in_the_callback_is_shown_in_the_widget_and_the_next_change_rec
     assert not plt.get_fignums(), "the explorer left its figures open in pyplot"
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_a_render_that_fails_while_drawing_closes_its_figure(monkeypatch):
     import hlviz.widgets.plane
 
@@ -153,6 +159,7 @@ def test_the_static_fallback_of_a_failed_render_shows_the_error_box(monkeypatch)
     assert "<img" not in page
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_an_error_while_reading_the_controls_is_shown_and_kept(monkeypatch):
     explorer = PlaneExplorer(FAST)
 

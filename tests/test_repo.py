@@ -131,6 +131,7 @@ def test_notebook_is_stored_clean(path):
         assert marker not in text, f"{path.name} still holds a {marker!r} note"
 
 
+@pytest.mark.slow  # over 2 s (trains, redraws or starts Python)
 def test_import_is_light_and_has_no_side_effects():
     code = (
         "import sys, hlviz; heavy = [m for m in ('matplotlib', 'pandas', 'transformers', 'captum', "
@@ -149,6 +150,7 @@ def test_public_api_is_documented():
             assert (obj.__doc__ or "").strip(), f"hlviz.{name} has no docstring"
 
 
+@pytest.mark.slow  # runs scripts/build_book.py (nbconvert, a kernel)
 def test_book_builder_renders_an_index(tmp_path):
     import nbformat
 
