@@ -499,3 +499,42 @@ def test_one_check_for_a_layer_that_ran_more_than_once():
                 unembed=nn.Identity(),
             )
     hlviz.testing.assert_no_hooks(model)
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_repro_compile_hooks_after_warmup(backend) -> None:
+    """After a compiled model has run once, record and edit still see its layers."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    compiled = torch.compile(net, backend=backend)
+    x = torch.randn(3, 4)
+    compiled(x)  # warm-up: compiled before any hook existed
+    saved = compiled.__dict__["forward"]
+    with hlviz.record(compiled, "0") as rec:
+        compiled(x)
+    torch.testing.assert_close(rec["0"], net[0](x).detach())
+    with hlviz.edit(compiled, {"0": hlviz.ablate()}):
+        with hlviz.record(compiled, "1") as inner:  # nested: restored once, by the outer
+            edited = compiled(x)
+        assert compiled.__dict__["forward"] is not saved
+    torch.testing.assert_close(inner["1"], torch.zeros(3, 8))
+    torch.testing.assert_close(edited, net[2](torch.zeros(3, 8)).detach())
+    assert compiled.__dict__["forward"] is saved  # the compiled code runs again afterwards
+    torch.testing.assert_close(compiled(x), net(x), atol=1e-5, rtol=1e-5)
+    hlviz.testing.assert_no_hooks(net)
+
+
+def test_compiled_in_place_and_compiled_submodules_are_hooked() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    net.compile(backend="eager")
+    x = torch.randn(3, 4)
+    net(x)
+    impl = net.__dict__["_compiled_call_impl"]
+    assert hlviz.activations(net, x, "0")["0"].shape == (3, 8)
+    assert net.__dict__["_compiled_call_impl"] is impl
+    outer = nn.Sequential(torch.compile(nn.Linear(4, 8), backend="eager"), nn.ReLU())
+    outer(x)
+    with hlviz.edit(outer, {"1": hlviz.ablate(units=[0])}), hlviz.record(outer, "0") as rec:
+        outer(x)
+    torch.testing.assert_close(rec["0"], outer[0](x).detach())

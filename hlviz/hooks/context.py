@@ -10,6 +10,12 @@
 
 Hooks are registered when the ``with`` block is entered and removed in ``finally``
 when it is left, whatever happens inside; only the handles hlviz made are removed.
+
+``torch.compile`` d models (``torch.compile(model)`` or ``model.compile()``, also compiled
+submodules) run their original, uncompiled code inside a block, because code compiled
+before the hooks existed never calls them; the compiled code is kept and runs again once
+the last block on that model is left (other threads calling the model meanwhile get the
+same, eager, results).
 """
 
 from __future__ import annotations
@@ -69,6 +75,56 @@ def _restore_mha_fastpath() -> None:
             torch.backends.mha.set_fastpath_enabled(_FASTPATH["saved"])
 
 
+_EAGER_LOCK = threading.Lock()
+_EAGER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> [users, saved]
+
+
+def _compiled(model: nn.Module) -> list[nn.Module]:
+    """The ``torch.compile`` d modules in ``model``: ``OptimizedModule`` wrappers and modules
+    compiled in place with ``module.compile()``."""
+    return [
+        m
+        for m in model.modules()
+        if (type(m).__name__ == "OptimizedModule" and "forward" in m.__dict__)
+        or m.__dict__.get("_compiled_call_impl") is not None
+    ]
+
+
+def _run_eagerly(modules: list[nn.Module]) -> None:
+    """Make compiled modules run their original code (so hooks fire) until restored.
+
+    After its first call a compiled module runs code that never calls module hooks added
+    later (dynamo does not guard on them). While any hlviz context is active on it, its
+    original module runs instead; the compiled code is kept and used again on leaving.
+    Counted per module under a lock, so nested and concurrent contexts restore it once.
+    """
+    with _EAGER_LOCK:
+        for m in modules:
+            entry = _EAGER.get(m)
+            if entry is None:
+                if type(m).__name__ == "OptimizedModule":
+                    saved = m.__dict__["forward"]
+                    m.__dict__["forward"] = m._orig_mod.__call__
+                else:
+                    saved = m.__dict__["_compiled_call_impl"]
+                    m.__dict__["_compiled_call_impl"] = None
+                _EAGER[m] = entry = [0, saved]
+            entry[0] += 1
+
+
+def _restore_compiled(modules: list[nn.Module]) -> None:
+    with _EAGER_LOCK:
+        for m in modules:
+            entry = _EAGER.get(m)
+            if entry is None:
+                continue
+            entry[0] -= 1
+            if entry[0] == 0:
+                key = "forward" if type(m).__name__ == "OptimizedModule" else "_compiled_call_impl"
+                m.__dict__[key] = entry[1]
+                del _EAGER[m]
+
+
 class HookContext:
     """Base of every hlviz context that hooks a model: owns its handles, removes them all.
 
@@ -87,6 +143,8 @@ class HookContext:
         inner = unwrap(model)
         self._names: list[str] = resolve(inner, layers)
         self._model_ref = weakref.ref(inner)  # a recording does not keep the model alive
+        self._wrapper_ref = weakref.ref(model)  # a torch.compile / DataParallel wrapper
+        self._eager: list[nn.Module] = []
         self._handles: list[RemovableHandle] = []
         self._active = False
         self._fastpath_off = False
@@ -131,6 +189,10 @@ class HookContext:
             if _uses_mha_fastpath(lookup.values()):  # fused kernels skip submodules and their hooks
                 _disable_mha_fastpath()
                 self._fastpath_off = True
+            compiled = _compiled(self._wrapper_ref() or model)
+            if compiled:  # compiled code skips hooks added after its first call
+                _run_eagerly(compiled)
+                self._eager = compiled
             self._attach(model, {n: lookup[n] for n in self._names})
         except BaseException:
             self._detach()
@@ -145,6 +207,9 @@ class HookContext:
             if self._fastpath_off:
                 self._fastpath_off = False
                 _restore_mha_fastpath()
+            if self._eager:
+                _restore_compiled(self._eager)
+                self._eager = []
             self._active = False
             self._live = None
 
