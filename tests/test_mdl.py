@@ -10,7 +10,7 @@ import torch
 
 from hlviz.errors import OptionError, ShapeMismatchError
 from hlviz.probes import LinearProbe
-from hlviz.probes.mdl import PROB_FLOOR, MDLResult, mdl_layers, online_codelength
+from hlviz.probes.mdl import PROB_FLOOR, MDLReport, MDLResult, mdl_layers, online_codelength
 
 
 def _data(n=800, d=8, k=2, seed=0):
@@ -24,12 +24,14 @@ def _data(n=800, d=8, k=2, seed=0):
 
 def test_planted_signal_compresses_and_noise_does_not():
     signal, noise, y = _data()
-    table = mdl_layers({"noise": noise, "signal": torch.from_numpy(signal)}, y).set_index("layer")
+    report = mdl_layers({"noise": noise, "signal": torch.from_numpy(signal)}, y)
+    assert isinstance(report, MDLReport) and report.best_layer() == "signal"
+    table = report.to_frame().set_index("layer")
     assert table.loc["signal", "compression"] > 3.0
     assert 0.8 <= table.loc["noise", "compression"] <= 1.2
     assert table.loc["signal", "codelength_kbits"] < 0.5 * table.loc["noise", "codelength_kbits"]
     assert table.loc["signal", "uniform_kbits"] == pytest.approx(len(y) / 1000.0)
-    results = table.attrs["results"]
+    results = report.results
     assert isinstance(results["signal"], MDLResult)
 
 
@@ -46,8 +48,11 @@ def test_codelength_is_first_uniform_block_plus_online_blocks():
     assert result.uniform_codelength == pytest.approx(500 * math.log2(3))
     assert result.compression == pytest.approx(result.uniform_codelength / result.codelength)
     summary = result.summary()
-    assert summary["classes"] == 3 and summary["n"] == 500
-    assert summary["codelength_kbits"] == pytest.approx(result.codelength / 1000)
+    assert summary.shape == (1, 6)
+    assert summary.loc[0, "classes"] == 3 and summary.loc[0, "n"] == 500
+    assert summary.loc[0, "codelength_kbits"] == pytest.approx(result.codelength / 1000)
+    blocks = result.to_frame()
+    assert blocks["rows"].sum() == 500 and blocks["bits"].sum() == pytest.approx(result.codelength)
 
 
 def test_block_boundaries_follow_fractions():
@@ -110,9 +115,9 @@ def test_determinism_and_seed_dependence():
     assert a.codelength != c.codelength
     t1 = mdl_layers({"s": signal, "n": noise}, y, seed=5)
     t2 = mdl_layers({"s": signal, "n": noise}, y, seed=5)
-    assert t1.equals(t2)
+    assert t1.table.equals(t2.table)
     # the same shuffle for every layer: each row equals the single-layer result
-    assert t1.loc[0, "codelength_kbits"] == pytest.approx(
+    assert t1.table.loc[0, "codelength_kbits"] == pytest.approx(
         online_codelength(signal, y, seed=5).codelength / 1000
     )
 
@@ -162,6 +167,36 @@ def test_accepts_a_recording():
     y = (x[:, 0] > 0).long()
     with hlviz.record(model, ["0", "2"]) as rec:
         model(x)
-    table = mdl_layers(rec, y)
+    table = mdl_layers(rec, y).to_frame()
     assert table["layer"].tolist() == ["0", "2"]
     assert (table["compression"] > 0).all()
+
+
+def test_the_report_reads_like_every_other_result():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    signal, noise, y = _data(n=400)
+    report = mdl_layers({"noise": noise, "signal": signal}, y)
+    frame = report.to_frame()
+    frame.loc[0, "compression"] = -1.0  # a copy: the report is unchanged
+    assert report.table.loc[0, "compression"] > 0
+    summary = report.summary()
+    assert isinstance(summary, pd.DataFrame)
+    assert summary.columns.tolist() == [
+        "layer",
+        "codelength_kbits",
+        "compression",
+        "uniform_kbits",
+        "n",
+        "classes",
+    ]
+    assert summary["n"].tolist() == [400, 400] and summary["classes"].tolist() == [2, 2]
+    _, ax = plt.subplots()
+    assert report.plot(ax=ax) is ax
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["noise", "signal"]
+    assert ax.lines[0].get_ydata().tolist() == report.table["compression"].tolist()
+    assert isinstance(report.plot(), plt.Axes)
+    plt.close("all")
+    with pytest.raises(TypeError):
+        report.plot(ax)  # keyword-only, as every result's plot

@@ -3,7 +3,14 @@
 from . import layers, linear, mdl, mlp
 from .layers import CONTROLS, ProbeReport, probe_layers, split_indices
 from .linear import LinearProbe
-from .mdl import DEFAULT_FRACTIONS, PROB_FLOOR, MDLResult, mdl_layers, online_codelength
+from .mdl import (
+    DEFAULT_FRACTIONS,
+    PROB_FLOOR,
+    MDLReport,
+    MDLResult,
+    mdl_layers,
+    online_codelength,
+)
 from .mlp import MLPProbe
 
 __all__ = [
@@ -11,6 +18,7 @@ __all__ = [
     "DEFAULT_FRACTIONS",
     "PROB_FLOOR",
     "LinearProbe",
+    "MDLReport",
     "MDLResult",
     "MLPProbe",
     "ProbeReport",

@@ -77,7 +77,16 @@ class Problems:
     never predicted, and L2 strength ``lam[p]`` on the standardised weights.
     """
 
-    def __init__(self, X, codes, weights, absent, mean, scale, lam):
+    def __init__(
+        self,
+        X: torch.Tensor,
+        codes: torch.Tensor,
+        weights: torch.Tensor,
+        absent: torch.Tensor,
+        mean: torch.Tensor,
+        scale: torch.Tensor,
+        lam: torch.Tensor,
+    ) -> None:
         self.X, self.weights, self.absent = X, weights, absent
         self.mean, self.scale, self.lam = mean, scale, lam
         self.L, self.n, self.d = X.shape
@@ -89,7 +98,9 @@ class Problems:
         W = x[..., : self.K * self.d].reshape(*x.shape[:-1], self.K, self.d)
         return W, x[..., self.K * self.d :]
 
-    def _layer_logits(self, layer: int, probs: torch.Tensor, x: torch.Tensor, X: torch.Tensor):
+    def _layer_logits(
+        self, layer: int, probs: torch.Tensor, x: torch.Tensor, X: torch.Tensor
+    ) -> torch.Tensor:
         """Logits ``(n, len(probs), K)`` of layer ``layer``'s problems ``probs`` on rows ``X``."""
         W, b = self.split(x)
         V = W / self.scale[layer, probs, None]  # weights on the raw rows

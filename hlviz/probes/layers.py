@@ -24,7 +24,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,10 @@ from ._batched import Fit, batched_scores
 from ._checks import check_finite
 from .linear import LinearProbe
 from .mlp import MLPProbe
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
 
 __all__ = ["CONTROLS", "LinearProbe", "MLPProbe", "ProbeReport", "probe_layers", "split_indices"]
 
@@ -118,7 +122,7 @@ class ProbeReport:
     when given, plus ``n_train``, ``n_test`` and ``features``.
     """
 
-    table: Any
+    table: pd.DataFrame
     task: str
     seeds: int
 
@@ -126,11 +130,15 @@ class ProbeReport:
         """The layer with the highest mean score."""
         return str(self.table.loc[self.table["score"].idxmax(), "layer"])
 
-    def summary(self, digits: int = 3):
+    def to_frame(self) -> pd.DataFrame:
+        """The table, one row per layer (a copy)."""
+        return self.table.copy()
+
+    def summary(self, digits: int = 3) -> pd.DataFrame:
         """The table rounded for reading."""
         return self.table.round(digits)
 
-    def plot(self, ax: Any = None, title: str | None = None):
+    def plot(self, *, ax: Axes | None = None, title: str | None = None) -> Axes:
         """Score by layer with a +-sd band and the controls as dashed lines; returns the Axes."""
         import matplotlib.pyplot as plt
 
@@ -282,7 +290,9 @@ def probe_layers(
     return ProbeReport(table=table, task=resolved, seeds=seeds)
 
 
-def _batched(layers: dict[Any, np.ndarray], fits: dict[str, list[Fit]], template: LinearProbe):
+def _batched(
+    layers: dict[Any, np.ndarray], fits: dict[str, list[Fit]], template: LinearProbe
+) -> dict[Any, dict[str, list[float]]]:
     """Every fit of every layer in one batched solve (see :mod:`hlviz.probes._batched`)."""
     flat = [f for group in fits.values() for f in group]
     acc = batched_scores(
@@ -298,7 +308,9 @@ def _batched(layers: dict[Any, np.ndarray], fits: dict[str, list[Fit]], template
     return out
 
 
-def _one_by_one(layers: dict[str, np.ndarray], fits: dict[str, list[Fit]], template: Any):
+def _one_by_one(
+    layers: dict[str, np.ndarray], fits: dict[str, list[Fit]], template: Any
+) -> dict[str, dict[str, list[float]]]:
     """Each fit of each layer by ``clone(template).fit(...).score(...)``."""
     from sklearn.base import clone
 

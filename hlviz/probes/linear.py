@@ -78,7 +78,7 @@ class LinearProbe(BaseEstimator):
         tol: float = 1e-4,
         standardize: bool = True,
         device: str | torch.device | None = None,
-    ):
+    ) -> None:
         self.task = task
         self.C = C
         self.alpha = alpha

@@ -2,10 +2,12 @@
 
 >>> import torch
 >>> from hlviz.probes.mdl import mdl_layers
->>> y = torch.randint(0, 2, (400,))
->>> acts = {"noise": torch.randn(400, 4), "signal": torch.randn(400, 4) + 2 * y[:, None]}
->>> table = mdl_layers(acts, y)
->>> table.set_index("layer")["compression"].idxmax()
+>>> gen = torch.Generator().manual_seed(0)
+>>> y = torch.randint(0, 2, (400,), generator=gen)
+>>> acts = {"noise": torch.randn(400, 4, generator=gen),
+...         "signal": torch.randn(400, 4, generator=gen) + 2 * y[:, None]}
+>>> report = mdl_layers(acts, y)
+>>> report.best_layer()
 'signal'
 
 Accuracy says whether a probe *can* read a property out of a layer; the description
@@ -40,7 +42,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,7 +50,18 @@ import torch
 from ..errors import OptionError, ShapeMismatchError
 from ._checks import check_finite
 
-__all__ = ["DEFAULT_FRACTIONS", "PROB_FLOOR", "MDLResult", "mdl_layers", "online_codelength"]
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "PROB_FLOOR",
+    "MDLReport",
+    "MDLResult",
+    "mdl_layers",
+    "online_codelength",
+]
 
 #: Block boundaries of Voita & Titov, as fractions of the rows (0.1%, 0.2%, ..., 100%).
 DEFAULT_FRACTIONS: tuple[float, ...] = (
@@ -101,16 +114,19 @@ class MDLResult:
         """Number of rows coded."""
         return int(sum(self.block_sizes))
 
-    def summary(self) -> dict[str, float | int]:
-        """The headline numbers as a dict (kilobits, compression, rows, classes, blocks).
+    def summary(self) -> pd.DataFrame:
+        """The headline numbers as a one-row DataFrame (kilobits, compression, rows, classes,
+        blocks).
 
         >>> import torch
         >>> from hlviz.probes.mdl import online_codelength
         >>> y = torch.arange(64) % 2
-        >>> sorted(online_codelength(torch.randn(64, 2), y).summary())
-        ['blocks', 'classes', 'codelength_kbits', 'compression', 'n', 'uniform_kbits']
+        >>> online_codelength(torch.zeros(64, 2), y).summary().columns.tolist()
+        ['codelength_kbits', 'uniform_kbits', 'compression', 'n', 'classes', 'blocks']
         """
-        return {
+        import pandas as pd
+
+        row = {
             "codelength_kbits": self.codelength / 1000.0,
             "uniform_kbits": self.uniform_codelength / 1000.0,
             "compression": self.compression,
@@ -118,6 +134,81 @@ class MDLResult:
             "classes": self.num_classes,
             "blocks": len(self.block_sizes),
         }
+        return pd.DataFrame([row])
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per block: ``rows`` (its size), ``bits`` and ``bits_per_row``.
+
+        >>> import torch
+        >>> from hlviz.probes.mdl import online_codelength
+        >>> y = torch.arange(64) % 2
+        >>> online_codelength(torch.zeros(64, 2), y).to_frame().columns.tolist()
+        ['block', 'rows', 'bits', 'bits_per_row']
+        """
+        import pandas as pd
+
+        sizes = np.asarray(self.block_sizes)
+        bits = np.asarray(self.block_bits)
+        return pd.DataFrame(
+            {
+                "block": np.arange(len(sizes)),
+                "rows": sizes,
+                "bits": bits,
+                "bits_per_row": bits / sizes,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class MDLReport:
+    """The result of :func:`mdl_layers`: one row per layer, every layer coded alike.
+
+    >>> import torch
+    >>> from hlviz.probes.mdl import mdl_layers
+    >>> y = torch.arange(200) % 2
+    >>> report = mdl_layers({"a": torch.zeros(200, 3), "b": torch.zeros(200, 2)}, y)
+    >>> report.to_frame().columns.tolist()
+    ['layer', 'codelength_kbits', 'compression', 'uniform_kbits']
+    >>> report.results["a"].num_classes
+    2
+
+    Attributes:
+        table: the DataFrame (``to_frame()`` returns a copy): ``layer``,
+            ``codelength_kbits``, ``compression`` and ``uniform_kbits``.
+        results: layer name -> its :class:`MDLResult` (block by block).
+    """
+
+    table: pd.DataFrame
+    results: dict[str, MDLResult]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The table, one row per layer (a copy)."""
+        return self.table.copy()
+
+    def summary(self, digits: int = 3) -> pd.DataFrame:
+        """The table rounded for reading, with the rows coded and the number of classes."""
+        first = next(iter(self.results.values()))
+        return self.table.assign(n=first.n, classes=first.num_classes).round(digits)
+
+    def best_layer(self) -> str:
+        """The layer with the highest compression (the shortest code)."""
+        return str(self.table.loc[self.table["compression"].idxmax(), "layer"])
+
+    def plot(self, *, ax: Axes | None = None, title: str | None = None) -> Axes:
+        """Compression by layer, with the uniform code (1x, nothing learned) as a dashed line;
+        returns the Axes it drew on."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(self.table) + 2), 3.2))
+        x = np.arange(len(self.table))
+        ax.plot(x, self.table["compression"], marker="o", color="C0", label="online code")
+        ax.axhline(1.0, ls="--", color="0.5", label="uniform code (1x)")
+        ax.set_xticks(x, self.table["layer"], rotation=30, ha="right")
+        ax.set_ylabel("compression (uniform / online)")
+        ax.set_title(title or "MDL probe by layer")
+        ax.legend(fontsize="small", frameon=False)
+        return ax
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -260,10 +351,11 @@ def online_codelength(
 
     >>> import torch
     >>> from hlviz.probes.mdl import online_codelength
+    >>> gen = torch.Generator().manual_seed(0)
     >>> y = torch.arange(300) % 3
-    >>> signal = online_codelength(torch.randn(300, 5) + 3 * torch.nn.functional.one_hot(y, 5), y)
-    >>> noise = online_codelength(torch.randn(300, 5), y)
-    >>> signal.compression > 2 > noise.compression
+    >>> signal = torch.randn(300, 5, generator=gen) + 3 * torch.nn.functional.one_hot(y, 5)
+    >>> noise = torch.randn(300, 5, generator=gen)
+    >>> online_codelength(signal, y).compression > 1.5 > online_codelength(noise, y).compression
     True
 
     Args:
@@ -295,13 +387,14 @@ def mdl_layers(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
     probe: Any = None,
-):
-    """Online codelength of ``y`` for every layer, one row per layer (a DataFrame).
+) -> MDLReport:
+    """Online codelength of ``y`` for every layer: an :class:`MDLReport`, one row per layer.
 
     >>> import torch
     >>> from hlviz.probes.mdl import mdl_layers
     >>> y = torch.arange(200) % 2
-    >>> mdl_layers({"a": torch.randn(200, 3), "b": torch.randn(200, 2, 2)}, y).columns.tolist()
+    >>> report = mdl_layers({"a": torch.zeros(200, 3), "b": torch.zeros(200, 2, 2)}, y)
+    >>> report.to_frame().columns.tolist()
     ['layer', 'codelength_kbits', 'compression', 'uniform_kbits']
 
     Args:
@@ -310,7 +403,7 @@ def mdl_layers(
         y, fractions, seed, probe: as in :func:`online_codelength`.
 
     Every layer is coded with the same shuffle and the same blocks, so the codelengths
-    compare. The :class:`MDLResult` of each layer is kept in ``table.attrs["results"]``.
+    compare. The :class:`MDLResult` of each layer is in ``report.results``.
     """
     classes, codes = _labels(y)
     fractions = _check_fractions(fractions)
@@ -339,5 +432,4 @@ def mdl_layers(
             for name, r in results.items()
         ]
     )
-    table.attrs["results"] = results
-    return table
+    return MDLReport(table=table, results=results)

@@ -53,7 +53,7 @@ class MLPProbe(BaseEstimator):
         seed: int = 0,
         task: str = "auto",
         device: str | torch.device | None = None,
-    ):
+    ) -> None:
         self.hidden = hidden
         self.alpha = alpha
         self.max_iter = max_iter
@@ -119,7 +119,7 @@ class MLPProbe(BaseEstimator):
             line_search_fn="strong_wolfe",
         )
 
-        def closure():
+        def closure() -> torch.Tensor:
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(net(Z), codes)
             loss = loss + 0.5 * self.alpha * sum((w * w).sum() for w in weights)
