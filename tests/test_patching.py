@@ -463,3 +463,20 @@ def test_repro_dict_output_logits() -> None:
         truth = float(metric(model(**clean)["logits"]))
     assert result.clean_score == pytest.approx(truth)
     assert hlviz.hooks.logits_of(model(**clean)).shape == (1, 4, 5)
+
+
+def test_repro_mha_out_proj_heads() -> None:
+    """nn.MultiheadAttention's out_proj never runs as a module: refused, with the manual fix."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(30, 16),
+        torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False),
+    ).eval()
+    ids = torch.randint(0, 30, (3, 7))
+    with pytest.raises(OptionError, match=r"out_proj of an nn.MultiheadAttention.*zeroing its"):
+        hlviz.ablate_heads(model, ids, "1.layers.*.self_attn.out_proj", metric=_metric, n_heads=4)
+    with pytest.raises(OptionError, match="never runs as a module"):
+        with ablating_heads(model, {"1.layers.0.self_attn.out_proj": [0]}, n_heads=4):
+            model(ids)
+    hlviz.testing.assert_no_hooks(model)

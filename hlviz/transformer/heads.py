@@ -183,10 +183,28 @@ def _check_projection(model: nn.Module, name: str, module: nn.Module, count: int
         )
 
 
+def _refuse_mha_out_proj(modules: Mapping[str, nn.Module], names: Sequence[str]) -> None:
+    """``nn.MultiheadAttention`` never calls its ``out_proj`` as a module (it passes the
+    weight to ``F.multi_head_attention_forward``), so no hook can reach the heads there."""
+    for name in names:
+        parent, _, leaf = name.rpartition(".")
+        if leaf == "out_proj" and isinstance(modules.get(parent), nn.MultiheadAttention):
+            raise OptionError(
+                f"{name!r} is the out_proj of an nn.MultiheadAttention, which never runs as a "
+                "module (the attention passes its weight to F.multi_head_attention_forward), "
+                "so its input, where the heads are, cannot be hooked and nothing would be "
+                "ablated. Ablate a head by hand instead, zeroing its columns of the weight: "
+                f"with torch.no_grad(): w = model.get_submodule({name!r}).weight; "
+                "saved = w.clone(); w[:, h * head_dim:(h + 1) * head_dim] = 0; ...; "
+                "w.copy_(saved). Or use an attention module that calls its output projection."
+            )
+
+
 def _head_contexts(model, heads_per_layer, value, n_heads, n):
     """Hook contexts ablating ``heads_per_layer[layer]`` (a list per copy) on every layer."""
     inner = unwrap(model)
     modules = dict(inner.named_modules())
+    _refuse_mha_out_proj(modules, list(heads_per_layer))
     out_layers = {k: v for k, v in heads_per_layer.items() if not _is_projection(modules[k])}
     in_layers = {k: v for k, v in heads_per_layer.items() if k not in out_layers}
     contexts = []
@@ -343,6 +361,7 @@ def ablate_heads(
     n = _batch_of(inputs)
     warn_if_training(model, "the runs (the clean one and every ablated one)")
     modules = dict(unwrap(model).named_modules())
+    _refuse_mha_out_proj(modules, names)
     with torch.no_grad():
         base = float(_scores(metric, run_model(model, inputs), 1, n)[0])
         counts = {}
