@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import hlviz
-from hlviz.errors import LayerNotFoundError, OptionError, ShapeMismatchError
+from hlviz.errors import LayerNotFoundError, OptionError, OptionTypeError, ShapeMismatchError
 from hlviz.models.rnn import CharLSTM, RNNStates
 from hlviz.sequences import (
     gate_saturation,
@@ -17,6 +17,7 @@ from hlviz.sequences import (
     unit_heatmap_html,
     unit_label_correlation,
 )
+from hlviz.sequences.states import replay_tolerance
 from hlviz.testing import assert_no_hooks
 
 
@@ -108,6 +109,79 @@ def test_replay_refuses_what_it_cannot_reproduce():
     two = nn.Sequential(nn.LSTM(2, 3), nn.GRU(3, 3))
     with pytest.raises(LayerNotFoundError, match="has 2 nn.LSTM/nn.GRU modules \\(0, 1\\)"):
         rnn_states(two, torch.randn(4, 1, 2))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_replay_of_a_half_precision_module_matches_it_within_its_rounding(kind, dtype):
+    """fuzz rnn_states[f16|bf16, ...]: a float16/bfloat16 module (which runs on the CPU) is
+    replayed from its own weights in float32 and compared with a tolerance of its dtype."""
+    torch.manual_seed(0)
+    rnn = (nn.LSTM if kind == "lstm" else nn.GRU)(4, 5, num_layers=2, batch_first=True).to(dtype)
+    x = torch.randn(2, 30, 4).to(dtype)
+    states = rnn_states(rnn, x)
+    own = rnn(x)[0].float()
+    assert states["h"].dtype == torch.float32
+    err = (states["h"][-1] - own).abs().max().item()
+    assert 0 < err <= replay_tolerance(rnn) and replay_tolerance(rnn) <= 0.04
+    tagger = Tagger(rnn)
+    tagger.embed.to(dtype)
+    tagger.head.to(dtype)
+    inside = rnn_states(tagger, torch.randint(0, 7, (2, 8)))
+    assert inside["h"].dtype == torch.float32 and torch.isfinite(inside["h"]).all()
+    assert_no_hooks(tagger)
+
+
+@pytest.mark.parametrize(
+    ("model_dtype", "x_dtype"),
+    [
+        (torch.float16, torch.float32),
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.float16),
+        (torch.float32, torch.bfloat16),
+        (torch.float32, torch.int64),
+    ],
+)
+def test_replay_refuses_an_input_of_another_dtype_than_the_weights(model_dtype, x_dtype):
+    """fuzz rnn_states[f16|bf16, ok], [eval, f16|bf16|int]: was 'expected m1 and m2 to have
+    the same dtype'; the module itself refuses these, so rnn_states says how to match them."""
+    rnn = nn.LSTM(3, 5, num_layers=2, batch_first=True).to(model_dtype)
+    x = (torch.randn(2, 4, 3) * 3).to(x_dtype)
+    with pytest.raises(ValueError, match="does not match weight dtype"):
+        rnn(x)
+    with pytest.raises(
+        OptionTypeError,
+        match=rf"input to LSTM is {x_dtype} but its weights are {model_dtype} .*x\.to\({model_dtype}\)",
+    ):
+        rnn_states(rnn, x)
+    assert_no_hooks(rnn)
+
+
+def test_replay_refuses_nan_in_the_input_or_in_hx_naming_the_sequences():
+    """fuzz rnn_states[eval, nan, *] and [eval, ok, hx nan]: was 'atol must be greater than
+    or equal to zero, but got -nan'."""
+    rnn = nn.LSTM(3, 5, num_layers=2, batch_first=True)
+    x = torch.randn(4, 6, 3)
+    x[1, 2, 0] = float("nan")
+    x[3, 0, 1] = float("inf")
+    with pytest.raises(
+        OptionError, match=r"input of LSTM holds NaN or inf in 2 of 4 sequences \(sequences 1, 3"
+    ):
+        rnn_states(rnn, x)
+    h0 = torch.zeros(2, 4, 5)
+    h0[0, 2] = float("nan")
+    with pytest.raises(
+        OptionError,
+        match=r"hx's h_0 of LSTM holds NaN or inf in 1 of 4 sequences \(sequences 2;.*hx=None",
+    ):
+        rnn_states(rnn, x.nan_to_num(posinf=0.0), hx=(h0, torch.zeros(2, 4, 5)))
+    with pytest.raises(OptionTypeError, match="hx's h_0 is torch.int64, not a floating-point"):
+        rnn_states(nn.GRU(3, 5), torch.randn(6, 4, 3), hx=torch.zeros(1, 4, 5, dtype=torch.long))
+    model = Tagger(nn.GRU(4, 5, batch_first=False))
+    model.embed.weight.data[3, 0] = float("nan")
+    with pytest.raises(OptionError, match="input of GRU holds NaN or inf in 1 of 2 sequences"):
+        rnn_states(model, torch.tensor([[0, 1, 2], [3, 4, 5]]))
+    assert_no_hooks(model)
 
 
 class Twice(nn.Module):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import LayerNotFoundError, OptionError, ShapeMismatchError
+from ..errors import LayerNotFoundError, OptionError, OptionTypeError, ShapeMismatchError
 from ..hooks.layers import resolve, unwrap
 from ..models.rnn import CharLSTM, RNNStates, lstm_layer_steps
 
@@ -42,6 +42,8 @@ __all__ = [
     "UnitCorrelation",
     "gate_saturation",
     "gru_layer_steps",
+    "replay_dtype",
+    "replay_tolerance",
     "rnn_states",
     "state_features",
     "unit_heatmap_html",
@@ -114,6 +116,69 @@ def _find_rnn(model: nn.Module, layer: Any) -> tuple[str, nn.Module]:
     return found[0]
 
 
+def _weight(rnn: nn.Module) -> torch.Tensor:
+    return rnn.weight_ih_l0
+
+
+def replay_dtype(rnn: nn.Module) -> torch.dtype:
+    """The dtype :func:`rnn_states` replays ``rnn`` in: its weights' dtype, raised to at
+    least float32 (a float16/bfloat16 module is replayed from its own weights in float32,
+    so the states are exact for those weights and can go to NumPy).
+
+    >>> replay_dtype(nn.GRU(2, 3).half()), replay_dtype(nn.GRU(2, 3).double())
+    (torch.float32, torch.float64)
+    """
+    return torch.promote_types(_weight(rnn).dtype, torch.float32)
+
+
+def replay_tolerance(rnn: nn.Module) -> float:
+    """How far (relative to the output's largest value, at least 1) the module's own output
+    may be from the replay: ``1e-4`` for float32/float64 modules, four rounding steps of the
+    module's dtype for float16 (~0.004) and bfloat16 (~0.03), whose kernels round every step.
+
+    >>> replay_tolerance(nn.LSTM(2, 3)), replay_tolerance(nn.LSTM(2, 3).bfloat16())
+    (0.0001, 0.03125)
+    """
+    return max(1e-4, 4 * torch.finfo(_weight(rnn).dtype).eps)
+
+
+def _check_dtype(rnn: nn.Module, x: torch.Tensor) -> None:
+    """Refuse an input the module would refuse (its dtype differs from the weights')."""
+    want = _weight(rnn).dtype
+    if x.dtype != want:
+        raise OptionTypeError(
+            f"the input to {type(rnn).__name__} is {x.dtype} but its weights are {want} (the "
+            f"module itself would refuse it): give a {want} input, e.g. x.to({want})"
+            + (
+                f", or convert the model with model.to({x.dtype})."
+                if x.is_floating_point()
+                else "."
+            )
+        )
+
+
+def _check_finite(
+    values: torch.Tensor,
+    what: str,
+    rnn: nn.Module,
+    rows: int = 0,
+    fix: str = "Drop or fix those sequences first (~torch.isfinite(x) shows where).",
+) -> None:
+    """Refuse NaN/inf, saying in how many of the rows (sequences, axis ``rows``) they are."""
+    bad = ~torch.isfinite(values)
+    if not bad.any():
+        return
+    axis = rows if rows else (0 if rnn.batch_first else 1)
+    per_row = bad.movedim(axis, 0).reshape(values.shape[axis], -1).any(1)
+    which = per_row.nonzero().flatten().tolist()
+    shown = ", ".join(map(str, which[:10])) + (", ..." if len(which) > 10 else "")
+    raise OptionError(
+        f"{what} of {type(rnn).__name__} holds NaN or inf in {len(which)} of "
+        f"{values.shape[axis]} sequences (sequences {shown}; {int(bad.sum())} values): the "
+        "states would be NaN from there on and cannot be checked against the module. " + fix
+    )
+
+
 def _replay(rnn: nn.Module, x: torch.Tensor, hx: Any) -> RNNStates:
     if rnn.bidirectional or getattr(rnn, "proj_size", 0):
         raise OptionError(
@@ -121,24 +186,42 @@ def _replay(rnn: nn.Module, x: torch.Tensor, hx: Any) -> RNNStates:
             f"{getattr(rnn, 'proj_size', 0)} is not supported: rnn_states replays "
             "unidirectional layers without projections."
         )
+    _check_dtype(rnn, x)
+    _check_finite(x, "the input", rnn)
     if not rnn.batch_first:
         x = x.transpose(0, 1)
     kind = "lstm" if isinstance(rnn, nn.LSTM) else "gru"
     shape = (rnn.num_layers, x.shape[0], rnn.hidden_size)
+    work = replay_dtype(rnn)
+    x = x.to(work)
     if hx is None:
         zeros = x.new_zeros(shape)
         hx = (zeros, zeros) if kind == "lstm" else zeros
-    first = hx[0] if kind == "lstm" else hx
-    if not isinstance(first, torch.Tensor) or tuple(first.shape) != shape:
+    parts = tuple(hx) if kind == "lstm" and isinstance(hx, (tuple, list)) else (hx,)
+    if len(parts) != (2 if kind == "lstm" else 1) or any(
+        not isinstance(p, torch.Tensor) or tuple(p.shape) != shape for p in parts
+    ):
         raise ShapeMismatchError(
             f"hx must be {'a pair (h_0, c_0) of tensors' if kind == 'lstm' else 'a tensor'} of "
             f"shape {shape} (layers, batch, hidden), got {hx!r:.120}."
         )
+    for name, part in zip(("h_0", "c_0"), parts):
+        if not part.is_floating_point():
+            raise OptionTypeError(
+                f"hx's {name} is {part.dtype}, not a floating-point tensor: give it in the "
+                f"module's dtype, e.g. {name}.to({_weight(rnn).dtype})."
+            )
+        _check_finite(part, f"hx's {name}", rnn, 1, f"Give a finite {name} (zeros: hx=None).")
+    parts = tuple(p.to(work) for p in parts)
+    hx = parts if kind == "lstm" else parts[0]
     collected: dict[str, list[torch.Tensor]] = {}
     for layer in range(rnn.num_layers):
         weights = tuple(
-            getattr(rnn, f"{k}_l{layer}", None)
-            for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            None if w is None else w.to(work)
+            for w in (
+                getattr(rnn, f"{k}_l{layer}", None)
+                for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            )
         )
         if kind == "lstm":
             out = lstm_layer_steps(x, weights, hx[0][layer], hx[1][layer])
@@ -189,9 +272,18 @@ def rnn_states(model: nn.Module, inputs: Any, layer: Any = None, *, hx: Any = No
             expected = rec[name]
             states = _replay(rnn, x, hx)
         top = states["h"][-1] if rnn.batch_first else states["h"][-1].transpose(0, 1)
+        expected = expected.detach().cpu().to(top.dtype)
+        if not torch.isfinite(expected).all():
+            raise OptionError(
+                f"{type(rnn).__name__} {name or ''} returned NaN or inf from finite inputs "
+                f"(its weights are {_weight(rnn).dtype}; a float16 module overflows past "
+                "65504): its states cannot be checked. Run the model in float32 "
+                "(model.float()) and pass float32 inputs."
+            )
         scale = float(expected.abs().max()) if expected.numel() else 0.0
+        atol = replay_tolerance(rnn) * max(scale, 1.0)
         if tuple(top.shape) != tuple(expected.shape) or not torch.allclose(
-            top, expected.detach().cpu().to(top.dtype), atol=1e-4 * max(scale, 1.0)
+            top, expected, atol=atol
         ):
             raise OptionError(
                 f"replaying {type(rnn).__name__} {name or ''} does not reproduce its output: it "
