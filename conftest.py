@@ -10,6 +10,9 @@ file stops the run, so a rename cannot silently put a slow test back into ``make
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 #: node id (without parameters) -> why it is slow (measured: over ~2 s each on a 2-core machine)
@@ -104,17 +107,26 @@ def _is_notebook(item: pytest.Item) -> bool:
     return item.path.suffix == ".ipynb"
 
 
+def _defines(root: Path, node: str) -> bool:
+    """Whether ``node`` (``path::test_name`` or a doctest ``path::dotted.name``) still names a
+    function (or, for a module's doctest, the module) in its file."""
+    path, _, name = node.partition("::")
+    last = name.rsplit(".", 1)[-1]
+    if "." in name and name == ".".join(Path(path).with_suffix("").parts):
+        return True  # the module docstring's doctest
+    return (
+        re.search(rf"^\s*(async )?def {re.escape(last)}\(", (root / path).read_text(), re.M)
+        is not None
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     collected_files = {item.nodeid.split("::")[0] for item in items}
-    seen = set()
     for item in items:
-        base = item.nodeid.split("[")[0]
-        if _is_notebook(item):
+        if _is_notebook(item) or item.nodeid.split("[")[0] in SLOW:
             item.add_marker(pytest.mark.slow)
-        elif base in SLOW:
-            item.add_marker(pytest.mark.slow)
-            seen.add(base)
-    missing = [node for node in SLOW if node.split("::")[0] in collected_files and node not in seen]
+    root = Path(str(config.rootpath))
+    missing = [n for n in SLOW if n.split("::")[0] in collected_files and not _defines(root, n)]
     if missing:
         raise pytest.UsageError(
             f"conftest.py SLOW names tests that no longer exist: {missing}; "

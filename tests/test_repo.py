@@ -3,7 +3,6 @@ checksums hold, notebooks are stored clean, the book builder works, imports are 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -77,24 +76,39 @@ def test_environment_yml_agrees_with_requirements_and_pyproject():
         )
 
 
-def test_data_files_have_provenance_and_matching_checksums():
-    data = ROOT / "data"
+DATA = ROOT / "data"
+
+
+def _listed() -> dict[str, str]:
+    """data/SHA256SUMS as name -> digest (``sha256sum`` format, an optional ``*`` before names)."""
     listed = {}
-    for line in (data / "SHA256SUMS").read_text().splitlines():
+    for line in (DATA / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split(maxsplit=1)
         listed[name.lstrip("*")] = digest
+    return listed
+
+
+def test_every_data_file_has_one_checksum_line():
     files = {
-        p.relative_to(data).as_posix()
-        for p in data.rglob("*")
+        p.relative_to(DATA).as_posix()
+        for p in DATA.rglob("*")
         if p.is_file() and p.name not in ("PROVENANCE.md", "SHA256SUMS")
     }
-    assert files == set(listed), (
-        f"files without a checksum or checksums without a file: {files ^ set(listed)}"
+    lines = (DATA / "SHA256SUMS").read_text().splitlines()
+    assert len(lines) == len(_listed()), "a file is listed twice in data/SHA256SUMS"
+    assert files == set(_listed()), (
+        f"files without a checksum or checksums without a file: {files ^ set(_listed())}"
     )
-    provenance = (data / "PROVENANCE.md").read_text()
-    for name, digest in listed.items():
-        assert hashlib.sha256((data / name).read_bytes()).hexdigest() == digest, f"{name} changed"
-        assert name in provenance, f"{name} has no entry in data/PROVENANCE.md"
+
+
+@pytest.mark.parametrize("name", sorted(_listed()))
+def test_data_file_matches_its_checksum_and_has_provenance(name):
+    from hlviz.datasets import sha256_of, verified_data_file
+
+    assert (DATA / name).is_file(), f"data/{name} is listed in SHA256SUMS but missing"
+    assert sha256_of(DATA / name) == _listed()[name], f"data/{name} changed"
+    assert verified_data_file(name, "-") == DATA / name  # the loaders' own check agrees
+    assert name in (DATA / "PROVENANCE.md").read_text(), f"{name} has no entry in PROVENANCE.md"
 
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

