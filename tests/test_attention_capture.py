@@ -260,3 +260,56 @@ def test_module_names_on_a_hugging_face_model_point_to_integer_layers():
     ):
         attention.capture(model, torch.randint(0, 30, (1, 4)), "transformer.h.*.attn")
     hlviz.testing.assert_no_hooks(model, hlviz_only=True)
+
+
+def test_repro_vit_capture_tensor() -> None:
+    """A tensor goes to the model's main input (pixel_values for a ViT), not input_ids."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+        attn_implementation="eager",
+    )
+    model = transformers.ViTForImageClassification(cfg).eval()
+    x = torch.randn(2, 3, 32, 32)
+    maps = hlviz.attention.capture(model, x)
+    assert maps.patterns.shape == (2, 2, 4, 17, 17)
+    truth = model(pixel_values=x, output_attentions=True).attentions
+    torch.testing.assert_close(maps.patterns[1], truth[1])
+
+
+def test_repro_t5_capture_misleading() -> None:
+    """An eager encoder-decoder returns encoder/decoder/cross attentions: captured, not refused
+    with advice to load the eager attention it already has."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(
+        vocab_size=100,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        attn_implementation="eager",
+    )
+    model = transformers.T5ForConditionalGeneration(cfg).eval()
+    batch = {
+        "input_ids": torch.randint(2, 100, (2, 7)),
+        "decoder_input_ids": torch.randint(2, 100, (2, 5)),
+    }
+    with pytest.warns(hlviz.errors.HlvizWarning, match="capturing 'encoder_attentions' only"):
+        maps = hlviz.attention.capture(model, batch)
+    assert maps.patterns.shape == (2, 2, 4, 7, 7)
+    truth = model(**batch, output_attentions=True).encoder_attentions
+    torch.testing.assert_close(maps.patterns[0], truth[0])
+    assert maps.layers[0] == "encoder_attentions.0"

@@ -17,6 +17,7 @@ there; the mean over all heads is the baseline to compare with.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,13 @@ import torch
 from torch import nn
 
 from .._checks import choice, positive_int
-from ..errors import EmptySelectionError, OptionError, OptionTypeError, ShapeMismatchError
+from ..errors import (
+    EmptySelectionError,
+    HlvizWarning,
+    OptionError,
+    OptionTypeError,
+    ShapeMismatchError,
+)
 from ..hooks.checks import once
 from ..hooks.context import HookContext, mark
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
@@ -346,27 +353,62 @@ class _MHAWeights(HookContext):
             self._add(module.register_forward_hook(mark(post)))
 
 
+_KINDS = ("attentions", "encoder_attentions", "decoder_attentions", "cross_attentions")
+
+
+def _found_attentions(out: Any) -> dict[str, torch.Tensor]:
+    """``{"<kind>.<i>": weights}`` from a model output: ``attentions``, else an
+    encoder-decoder's encoder, decoder and cross attentions (those of the encoder's shape)."""
+    found = {}
+    for kind in _KINDS:
+        for i, weights in enumerate(getattr(out, kind, None) or ()):
+            if weights is not None:
+                found[f"{kind}.{i}"] = weights
+    shapes = {tuple(w.shape) for w in found.values()}
+    if len(shapes) > 1:  # decoder and cross attention have other lengths: the first kind only
+        first = next(iter(found)).partition(".")[0]
+        skipped = sorted({k.partition(".")[0] for k in found if not k.startswith(first + ".")})
+        warnings.warn(
+            f"the model returned attention of several lengths; capturing {first!r} only. "
+            f"{skipped} come from model(**inputs, output_attentions=True).",
+            HlvizWarning,
+            stacklevel=3,
+        )
+        found = {k: w for k, w in found.items() if k.startswith(first + ".")}
+    return found
+
+
 def _capture_hf(model: nn.Module, inputs: Any, layers: Any) -> AttentionMaps:
     if isinstance(inputs, Mapping):
         kwargs = dict(inputs)
-    elif isinstance(inputs, torch.Tensor):
-        kwargs = {"input_ids": inputs}
+    elif isinstance(inputs, torch.Tensor):  # input_ids, pixel_values, input_values, ...
+        kwargs = {getattr(model, "main_input_name", None) or "input_ids": inputs}
     else:
         raise OptionTypeError(
-            "a Hugging Face model takes a tokenizer's output (a dict) or a tensor of input ids, "
+            "a Hugging Face model takes a tokenizer's or processor's output (a dict) or one "
+            f"tensor of its main input ({getattr(model, 'main_input_name', 'input_ids')}), "
             f"got {type(inputs).__name__}."
         )
     with torch.no_grad():
         out = run_model(model, {**kwargs, "output_attentions": True})
-    attentions = getattr(out, "attentions", None)
-    if not attentions or any(a is None for a in attentions):
+    found = _found_attentions(out)
+    if not found:
         impl = model.config._attn_implementation
+        if impl in ("sdpa", "flash_attention_2", "flex_attention") or "flash" in str(impl):
+            raise OptionError(
+                f"the model returned no attention weights (attn_implementation={impl!r}: fused "
+                'kernels never form them). Load it with attn_implementation="eager", '
+                'e.g. AutoModel.from_pretrained(name, attn_implementation="eager"), or call '
+                'model.set_attn_implementation("eager") first.'
+            )
+        keys = list(out.keys()) if isinstance(out, Mapping) else type(out).__name__
         raise OptionError(
-            f"the model returned no attention weights (attn_implementation={impl!r}: fused "
-            'sdpa/flash kernels never form them). Load it with attn_implementation="eager", '
-            'e.g. AutoModel.from_pretrained(name, attn_implementation="eager"), or call '
-            'model.set_attn_implementation("eager") first.'
+            f"the model (attn_implementation={impl!r}) returned no attention weights with "
+            f"output_attentions=True (its output: {keys}), so there is nothing to capture; "
+            "record its attention modules with hlviz.record(model, '**.attention') instead."
         )
+    attentions = list(found.values())
+    names = list(found)
     count = len(attentions)
     chosen = list(range(count)) if layers is None else list(layers)
     bad = [i for i in chosen if not -count <= i < count]
@@ -375,7 +417,7 @@ def _capture_hf(model: nn.Module, inputs: Any, layers: Any) -> AttentionMaps:
             f"layers {bad} are out of range: the model returned {count} attention layers; "
             f"give indices 0..{count - 1} (or None for all)."
         )
-    return _stack_layers({f"attentions.{i % count}": attentions[i] for i in chosen})
+    return _stack_layers({names[i % count]: attentions[i] for i in chosen})
 
 
 def capture(model: nn.Module, inputs: Any, layers: LayerSpec | None = None) -> AttentionMaps:
