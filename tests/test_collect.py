@@ -646,3 +646,31 @@ def test_repro_reduce_mean_counts_padding() -> None:
     torch.testing.assert_close(pooled[0], emb(sent)[-1].detach())
     pooled = hlviz.activations(model, left, "emb", reduce="first")["emb"]
     torch.testing.assert_close(pooled[0], emb(sent)[0].detach())
+
+
+def test_repro_collect_tokens_packed() -> None:
+    """tokens=True on a model that packs its padded batch: one row per real step, for tuple
+    batches and for dict batches whose attention_mask the model does not take."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    class Packed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(20, 8)
+            self.rnn = nn.LSTM(8, 12, batch_first=True)
+
+        def forward(self, ids, lengths):
+            p = pack_padded_sequence(self.emb(ids), lengths, batch_first=True, enforce_sorted=False)
+            return self.rnn(p)[1][0][-1]
+
+    torch.manual_seed(0)
+    model = Packed().eval()
+    ids, lengths = torch.randint(1, 20, (3, 9)), torch.tensor([9, 4, 6])
+    ids[1, 4:] = 0
+    ids[2, 6:] = 0
+    full = hlviz.activations(model, (ids, lengths), "rnn")["rnn"]  # padded (N, T, D)
+    real = torch.arange(9)[None, :] < lengths[:, None]
+    for batch in [(ids, lengths), {"ids": ids, "lengths": lengths, "attention_mask": real.long()}]:
+        store = hlviz.collect(model, [batch], "rnn", tokens=True, progress=False)
+        torch.testing.assert_close(torch.as_tensor(store["rnn"][:]), full[real])
+        assert store.columns["position"][:].tolist() == real.nonzero()[:, 1].tolist()
