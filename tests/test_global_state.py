@@ -220,7 +220,7 @@ CASES = [
         "attribute(integrated_gradients)",
         lambda: (
             lambda m, x: (
-                lambda: hlviz.attribute(m, x, target=0, method="integrated_gradients", n_steps=8)
+                lambda: hlviz.attribute(m, x, target=0, method="integrated_gradients", n_steps=32)
             )
         )(*_cnn()),
     ),
