@@ -13,6 +13,7 @@ from torch import nn
 import hlviz
 from hlviz.attribution import Attribution, attribute, token_baseline
 from hlviz.attribution import forward as af
+from hlviz.attribution.core import MAX_STEPS
 from hlviz.errors import (
     BaselineError,
     ConvergenceWarning,
@@ -21,6 +22,7 @@ from hlviz.errors import (
     LayerShapeError,
     OptionError,
     OptionTypeError,
+    ShapeMismatchError,
     TargetError,
     TokenInputError,
 )
@@ -610,6 +612,64 @@ def test_input_errors():
     tuple_in = attribute(_TwoArgs(), (torch.randn(2, 4), torch.ones(2, 1)), target=0,
                          method="input_x_gradient")  # fmt: skip
     assert tuple_in.values.shape == (2, 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"method": "saliency"},
+        {"method": "integrated_gradients", "n_steps": 4, "baseline": float("nan")},
+        {"method": "integrated_gradients", "n_steps": 4, "baseline": torch.zeros(3, 3)},
+    ],
+)
+def test_an_empty_batch_is_refused_up_front(kwargs):
+    """fuzz attribute[eval, empty, baseline nan|baseline wrong shape]: was 'cannot reshape
+    tensor of 0 elements' (from the baseline or the finite check)."""
+    model = Blocks().eval()
+    with pytest.raises(ShapeMismatchError, match=r"inputs hold 0 examples \(the attributed "
+                       r"input has shape \(0, 1, 8, 8\)\): there is nothing to attribute"):  # fmt: skip
+        attribute(model, torch.rand(0, 1, 8, 8), target=0, **kwargs)
+    with pytest.raises(ShapeMismatchError, match=r"a 0-d tensor \(1\.5\): give a batch"):
+        attribute(mlp(), torch.tensor(1.5), target=0, method="saliency")
+    hlviz.testing.assert_no_hooks(model)
+
+
+def test_n_steps_past_the_bound_is_refused_before_captum_allocates(x):
+    """fuzz attribute[*, *, ig n_steps=huge]: n_steps=10**12 was a bare MemoryError from
+    Captum's Gauss-Legendre weights (numpy builds an n_steps x n_steps matrix)."""
+    for n_steps in (10**12, MAX_STEPS + 1):
+        with pytest.raises(OptionError, match=rf"n_steps={n_steps} is more than the {MAX_STEPS} "
+                           rf"steps.*Give n_steps <= {MAX_STEPS}"):  # fmt: skip
+            attribute(Blocks().eval(), x, target=0, method="integrated_gradients",
+                      n_steps=n_steps)  # fmt: skip
+    with pytest.raises(OptionError, match=rf"n_steps={10**9} is more than"):
+        attribute(mlp(), torch.randn(2, 4), target=0, method="layer_integrated_gradients",
+                  layer="0", n_steps=10**9)  # fmt: skip
+
+
+class _NeedsTwo(nn.Module):
+    def forward(self, v):
+        if len(v) < 2:
+            raise ValueError("Expected more than 1 value per channel when training")
+        return v * 2
+
+
+def test_an_input_without_a_batch_axis_is_named():
+    """fuzz sanity_check[eval, drop_dim]: the model takes an unbatched (5,) input, attribution
+    probes its first 'row' (1,) and the model failed with 'mat1 and mat2 shapes'."""
+    model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    assert model(torch.randn(5)).shape == (3,)
+    with pytest.raises(ShapeMismatchError, match=r"runs on the whole input \(5,\) \(giving "
+                       r"\(3,\), not 5 rows\) but fails on its first row \(1,\) \(RuntimeError: "
+                       r"mat1 and mat2.*x\.unsqueeze\(0\) \(shape \(1, 5\)\)"):  # fmt: skip
+        attribute(model, torch.randn(5), target=0, method="saliency")
+    with pytest.raises(OptionError, match=r"runs on the whole batch \(3, 4\) but fails on one "
+                       r"example alone \(ValueError: Expected more.*model\.eval\(\)"):  # fmt: skip
+        attribute(_NeedsTwo(), torch.randn(3, 4), target=0, method="saliency")
+    with pytest.raises(RuntimeError, match="mat1 and mat2") as err:  # the model's own error
+        attribute(model, torch.randn(2, 4), target=0, method="saliency")
+    assert not isinstance(err.value, hlviz.HlvizError)
+    hlviz.testing.assert_no_hooks(model)
 
 
 class _TwoArgs(nn.Module):

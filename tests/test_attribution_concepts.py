@@ -13,7 +13,13 @@ from torch import nn
 
 import hlviz
 from hlviz.attribution import sanity
-from hlviz.errors import ConvergenceWarning, OptionError, OptionTypeError, TargetError
+from hlviz.errors import (
+    ConvergenceWarning,
+    OptionError,
+    OptionTypeError,
+    ShapeMismatchError,
+    TargetError,
+)
 
 METHODS = ["saliency", "input_x_gradient", "integrated_gradients"]
 
@@ -138,6 +144,23 @@ def test_sanity_check_errors(kwargs, message):
         _check(deep_mlp(), torch.randn(2, 16), **kwargs)
     with pytest.raises(OptionError, match=r"no layer with parameters to randomise"):
         _check(nn.Sequential(nn.Tanh()), torch.randn(2, 3), methods=["saliency"])
+
+
+def test_sanity_check_refuses_an_empty_batch_and_an_input_without_a_batch_axis():
+    """fuzz sanity_check[eval, empty|drop_dim, *]: were 'cannot reshape tensor of 0 elements'
+    and 'mat1 and mat2 shapes' (on a 1-D input the model itself takes)."""
+    model = deep_mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ShapeMismatchError, match=r"inputs hold 0 examples \(the attributed "
+                       r"input has shape \(0, 16\)\).*Pass at least one example"):  # fmt: skip
+        _check(model, torch.randn(0, 16), methods=["saliency"])
+    model(torch.randn(16))  # the model takes one unbatched example
+    with pytest.raises(ShapeMismatchError, match=r"runs on the whole input \(16,\) \(giving "
+                       r"\(3,\), not 16 rows\).*x\.unsqueeze\(0\) \(shape \(1, 16\)\)"):  # fmt: skip
+        _check(model, torch.randn(16), methods=["saliency"])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    hlviz.testing.assert_no_hooks(model)
 
 
 # --- TCAV -------------------------------------------------------------------------------------

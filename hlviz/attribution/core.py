@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..errors import ConvergenceWarning, HlvizWarning, LayerShapeError, OptionError
+from ..errors import (
+    ConvergenceWarning,
+    HlvizWarning,
+    LayerShapeError,
+    OptionError,
+    ShapeMismatchError,
+)
 from ..hooks.layers import check_module, unwrap
 from . import forward as af
 from .methods import METHODS, baseline_for
@@ -224,10 +230,39 @@ def _check_finite(values: torch.Tensor, what: str, fix: str) -> None:
         )
 
 
+MAX_STEPS = 1000
+
+
 def _check_steps(n_steps: Any) -> None:
+    """``n_steps`` for a path method: an int in ``2..MAX_STEPS``. Captum's Gauss-Legendre
+    weights take time cubic in ``n_steps`` (1000 steps about a second, 4000 a minute,
+    ``10**12`` would not fit in memory), and past a few hundred steps the integral no longer
+    changes."""
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 2:
         raise OptionError(
             f"n_steps must be an int >= 2 (steps of the path integral), got {n_steps!r}."
+        )
+    if n_steps > MAX_STEPS:
+        raise OptionError(
+            f"n_steps={n_steps} is more than the {MAX_STEPS} steps a path integral can use: "
+            "Captum's Gauss-Legendre weights take time and memory that grow with n_steps**3 "
+            f"(1000 steps about a second, {n_steps} would not finish). Give n_steps <= "
+            f"{MAX_STEPS} (50-300 is usual; raise it only while the convergence delta shrinks)."
+        )
+
+
+def _check_examples(main: torch.Tensor) -> None:
+    """Refuse a 0-d input or an empty batch up front (nothing to attribute)."""
+    if main.dim() == 0:
+        raise ShapeMismatchError(
+            f"the attributed input is a 0-d tensor ({main.item()!r}): give a batch (N, ...), "
+            "e.g. x.reshape(1, 1) for one example with one feature."
+        )
+    if len(main) == 0:
+        raise ShapeMismatchError(
+            f"inputs hold 0 examples (the attributed input has shape {tuple(main.shape)}): "
+            "there is nothing to attribute. Pass at least one example (check the filter or "
+            "the slice that made this batch)."
         )
 
 
@@ -288,6 +323,7 @@ def attribute(
     spec = lookup(method, options)
     name, module = spec.resolve_layer(model, layer)
     prep = af.prepare(model, inputs, output=output, input_key=options.get("input_key"))
+    _check_examples(prep.main)
     main, n = prep.main, len(prep.main)
     spec.check_input(model, main)
     _check_finite(main, "the attributed input", "drop those examples or fix them first.")

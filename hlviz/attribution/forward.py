@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import BaselineError, OptionError, OptionTypeError, TargetError
+from ..errors import BaselineError, OptionError, OptionTypeError, ShapeMismatchError, TargetError
 from ..hooks.outputs import pick
 from ..runtime import _to_device, model_device
 
@@ -350,11 +350,41 @@ def probe(
     try:
         with torch.set_grad_enabled(measure), saving:
             y = forward(one, *rest)
+    except Exception as err:
+        _explain_first_row(forward, main, extra, err)
+        raise
     finally:
         if handle is not None:
             handle.remove()
     row = 2 * total + 4 * one.element_size() * one.numel()
     return Probe(y.shape, shapes[0] if shapes else None, row, all(plain))
+
+
+def _explain_first_row(
+    forward: ModelForward, main: torch.Tensor, extra: tuple, err: Exception
+) -> None:
+    """The model failed on ``main[:1]``: if it runs on the whole input, say why (no batch
+    axis, or a model that needs several examples); else its own error stands."""
+    try:
+        with torch.no_grad():
+            whole = forward(main, *extra)
+    except Exception:
+        return
+    n, shape = len(main), tuple(main.shape)
+    if whole.dim() == 0 or whole.shape[0] != n:
+        raise ShapeMismatchError(
+            f"the model runs on the whole input {shape} (giving {tuple(whole.shape)}, not "
+            f"{n} rows) but fails on its first row {tuple(main[:1].shape)} ({type(err).__name__}: "
+            f"{str(err)[:120]}): attribution takes axis 0 as the batch, and this input has "
+            f"none. Pass one example as a batch of one, e.g. x.unsqueeze(0) (shape "
+            f"{(1, *shape)})."
+        ) from err
+    raise OptionError(
+        f"the model runs on the whole batch {shape} but fails on one example alone "
+        f"({type(err).__name__}: {str(err)[:120]}); attribution first runs one example to "
+        "measure the output. A model in training mode with BatchNorm fails so: call "
+        "model.eval() first."
+    ) from err
 
 
 def auto_rows(per_row: int, budget: int, minimum: int) -> tuple[int, int]:
