@@ -153,6 +153,9 @@ def test_cka_explorer_switches_matrices_and_cells():
     assert plt.get_fignums() == []
     with pytest.raises(OptionError, match="matrix 'e' is empty"):
         CKAExplorer({"e": pd.DataFrame()})
+    assert CKAExplorer(within.to_frame()).matrices["CKA"].equals(within.matrix)
+    with pytest.raises(OptionTypeError, match="a DataFrame or CKAReport or a non-empty dict"):
+        CKAExplorer({"x": [[1.0]]})
 
 
 def test_an_error_in_an_explorer_is_shown_inside_it(monkeypatch):
@@ -303,3 +306,27 @@ def test_attribution_explorer_takes_a_numpy_integer_target():
     reference = AttributionExplorer(model, x, target=2)
     assert _png(explorer.output) == _png(reference.output)
     assert_no_hooks(model)
+
+
+def test_every_public_function_and_method_of_the_widgets_has_a_return_type():
+    import ast
+    from pathlib import Path
+
+    import hlviz.widgets
+
+    missing = []
+    for path in sorted(Path(hlviz.widgets.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        scopes = [("", tree)] + [
+            (f"{c.name}.", c)
+            for c in tree.body
+            if isinstance(c, ast.ClassDef) and not c.name.startswith("_")
+        ]
+        for prefix, scope in scopes:
+            for fn in scope.body:
+                if not isinstance(fn, ast.FunctionDef):
+                    continue
+                public = not fn.name.startswith("_") or fn.name in ("__init__", "__call__")
+                if public and fn.returns is None:
+                    missing.append(f"{path.name}:{fn.lineno} {prefix}{fn.name}")
+    assert not missing, f"public widget functions without a return type: {missing}"

@@ -52,8 +52,10 @@ CONTROLS = ("majority", "shuffled", "control_task", "baseline")
 METRICS = ("score", "selectivity", *CONTROLS)
 
 
-def _named(value: Any, kind: type | tuple, what: str, name: str) -> dict[str, Any]:
-    items = dict(value) if isinstance(value, Mapping) else {name: value}
+def _named(
+    value: Any, kind: type | tuple, what: str, name: str, key: str | None = None
+) -> dict[str, Any]:
+    items = dict(value) if isinstance(value, Mapping) else {key or name: value}
     if not items or not all(isinstance(v, kind) for v in items.values()):
         found = sorted({type(v).__name__ for v in items.values()}) or ["nothing"]
         raise OptionTypeError(
@@ -179,7 +181,7 @@ class ProbeExplorer(StaticFallback):
     ``output`` shows the curve and the table; ``state`` is the :class:`ProbeState` drawn.
     """
 
-    def __init__(self, report: ProbeReport | Mapping[str, ProbeReport]):
+    def __init__(self, report: ProbeReport | Mapping[str, ProbeReport]) -> None:
         import ipywidgets as widgets
 
         from ..probes.layers import ProbeReport
@@ -330,14 +332,18 @@ class CKAExplorer(StaticFallback):
 
         CKAExplorer({"seed 0 vs seed 0": within, "seed 0 vs seed 1": across})
 
+    Each matrix is a :func:`hlviz.cka_matrix` report or its ``DataFrame``.
     ``controls``: ``matrix``, ``row``, ``column``; ``output`` shows the figure.
     """
 
-    def __init__(self, matrix: Any):
+    def __init__(self, matrix: Any) -> None:
         import ipywidgets as widgets
         import pandas as pd
 
-        self.matrices = _named(matrix, pd.DataFrame, "matrix", "DataFrame")
+        from ..similarity.report import CKAReport
+
+        given = _named(matrix, (pd.DataFrame, CKAReport), "matrix", "DataFrame or CKAReport", "CKA")
+        self.matrices = {k: v.matrix if isinstance(v, CKAReport) else v for k, v in given.items()}
         for name, m in self.matrices.items():
             if m.empty:
                 raise OptionError(f"matrix {name!r} is empty: give at least one layer.")
@@ -426,7 +432,7 @@ class AttributionExplorer(StaticFallback):
         decode: Any = None,
         layer: str | None = None,
         attribute_options: Mapping[str, Any] | None = None,
-    ):
+    ) -> None:
         import ipywidgets as widgets
 
         check_module(model)

@@ -87,7 +87,7 @@ class AttributionSource:
         *,
         decode: Any = None,
         options: Mapping[str, Any] | None = None,
-    ):
+    ) -> None:
         self.model, self.inputs, self.decode = model, inputs, decode
         self.options = dict(options or {})
         self.methods = attribution_methods(inputs.main)
@@ -152,7 +152,7 @@ class AttributionSource:
         fig.clear()
         note = "".join(f"<div style='color:#a60'>warning: {html.escape(w)}</div>" for w in caught)
         summary = HTML(
-            f"<pre style='font-size:0.85em'>{html.escape(attr.summary(), quote=False)}</pre>{note}"
+            f"<pre style='font-size:0.85em'>{html.escape(attr.describe(), quote=False)}</pre>{note}"
         )
         if attr.inputs.dim() == 4 and attr.values.dim() == 4 and attr.inputs.is_floating_point():
             fig.set_size_inches(4.6, 2.3)
@@ -192,7 +192,7 @@ class LayerInspector(StaticFallback):
         max_layers: int = MAX_DEFAULT_LAYERS,
         top_k: int = 8,
         attribute_options: Mapping[str, Any] | None = None,
-    ):
+    ) -> None:
         import ipywidgets as widgets
 
         check_module(model)

@@ -35,6 +35,7 @@ import torch
 from ..errors import OptionError, ShapeMismatchError, UnitIndexError
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
 
     from ..plotting.html import HTML
@@ -433,7 +434,7 @@ class TopExamples:
     traces: torch.Tensor | None = None
     tokens: tuple[tuple[str, ...], ...] | None = None
 
-    def summary(self):
+    def summary(self) -> pd.DataFrame:
         """A ``pandas.DataFrame``: rank, data index, value (and position for sequences)."""
         import pandas as pd
 
