@@ -513,6 +513,7 @@ def _tabs(inspector: Any) -> Any:
     """Show every tab, so the attribution and top-examples views run their hooks too."""
     for index in range(len(inspector.tabs.children)):
         inspector.tabs.selected_index = index
+        inspector.controls["unit"].value = 1
     assert inspector.last_error is None, inspector.last_error
     return inspector
 

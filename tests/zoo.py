@@ -115,14 +115,3 @@ def tiny_gpt2(layers: int = 2, *, eager: bool = True):
     if eager:
         model.set_attn_implementation("eager")
     return model
-
-
-def check_user_hook_survives(model: nn.Module, handles: list, fired: list) -> None:
-    """No hlviz hook is left on ``model`` and the user's own hooks (``handles``) still fire."""
-    import hlviz
-
-    hlviz.testing.assert_no_hooks(model, ignore=handles)
-    before = len(fired)
-    with torch.no_grad():
-        model(torch.zeros(1, 1, 8, 8))
-    assert len(fired) == before + 1, "the user's own hook no longer fires"
