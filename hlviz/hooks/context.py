@@ -189,7 +189,8 @@ class HookContext:
             if _uses_mha_fastpath(lookup.values()):  # fused kernels skip submodules and their hooks
                 _disable_mha_fastpath()
                 self._fastpath_off = True
-            compiled = _compiled(self._wrapper_ref() or model)
+            wrapper = self._wrapper_ref()  # not `or`: a compiled wrapper's len() may raise
+            compiled = _compiled(model if wrapper is None else wrapper)
             if compiled:  # compiled code skips hooks added after its first call
                 _run_eagerly(compiled)
                 self._eager = compiled
