@@ -33,6 +33,7 @@ from .collection.store import ActivationStore
 from .errors import HlvizError, HlvizWarning, LayerNotFoundError
 from .hooks.editing import ablate, edit, patch, steer
 from .hooks.layers import layer_names, list_layers, resolve, resolve_modules, unwrap
+from .hooks.layout import declare_layout
 from .hooks.recording import Recording, activations, record
 from .runtime import default_device, model_device, run_model, seed_everything
 
@@ -68,6 +69,7 @@ _LAZY_ATTRS = {
     "MLPProbe": "probes.mlp",
     "ProbeReport": "probes.layers",
     "probe_layers": "probes.layers",
+    "MDLReport": "probes.mdl",
     "MDLResult": "probes.mdl",
     "mdl_layers": "probes.mdl",
     # similarity
@@ -134,6 +136,7 @@ __all__ = [
     "LayerNotFoundError",
     "LinearProbe",
     "LogitLens",
+    "MDLReport",
     "MDLResult",
     "MLPProbe",
     "PatchingResult",
@@ -158,6 +161,7 @@ __all__ = [
     "collect",
     "collection",
     "datasets",
+    "declare_layout",
     "default_device",
     "edit",
     "errors",

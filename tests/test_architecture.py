@@ -209,8 +209,9 @@ def test_result_types_of_public_verbs_are_exported():
         "activation_patching": "PatchingResult",
         "ablate_heads": "HeadAblation",
         "record": "Recording",
-        "mdl_layers": "MDLResult",
+        "mdl_layers": "MDLReport",
         "top_patches": "TopPatches",
+        "cka_matrix": "CKAReport",
     }.items():
         assert verb in hlviz.__all__ and result in hlviz.__all__, (verb, result)
 
