@@ -17,7 +17,7 @@ from hlviz.sequences import (
     unit_heatmap_html,
     unit_label_correlation,
 )
-from hlviz.sequences.states import replay_tolerance
+from hlviz.sequences.replay import replay_tolerance
 from hlviz.testing import assert_no_hooks
 
 

@@ -5,7 +5,7 @@ Which earlier character matters to a prediction is an attribution over token ids
 needs no gradients, so it takes the ids as they are).
 """
 
-from . import states
+from . import replay, states
 from .states import (
     GateSaturation,
     UnitCorrelation,
@@ -22,6 +22,7 @@ __all__ = [
     "UnitCorrelation",
     "gate_saturation",
     "gru_layer_steps",
+    "replay",
     "rnn_states",
     "state_features",
     "states",
