@@ -384,10 +384,106 @@ def test_token_ids_to_a_gradient_method_name_the_token_route(method):
     with pytest.raises(
         TokenInputError,
         match=r"integer token ids \(torch.int64\), which have no gradient. Attribute tokens with "
-        r"method='layer_integrated_gradients', layer='emb' .*, or with a method that needs no "
+        r"method='layer_integrated_gradients' and layer= the embedding that reads the ids \(one "
+        r"of emb\) .*, or with a method that needs no "
         r"gradients \('occlusion', 'feature_ablation'\)",
     ):
         attribute(TokenLSTM(), torch.tensor([[1, 2, 3]]), target=0, method=method, **kwargs)
+
+
+def _tiny_t5():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                num_decoder_layers=2, num_heads=4, decoder_start_token_id=0,
+                                pad_token_id=0, eos_token_id=1)  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = transformers.T5ForConditionalGeneration(cfg).eval()
+    gen = torch.Generator().manual_seed(1)
+    batch = {
+        "input_ids": torch.randint(2, 100, (2, 7), generator=gen),
+        "decoder_input_ids": torch.randint(2, 100, (2, 5), generator=gen),
+    }
+    return model, batch
+
+
+def test_t5_layer_integrated_gradients_defaults_to_the_embedding_that_runs():
+    """issue 22, t5_lig_default_layer: T5's get_input_embeddings() is `shared`, which is never
+    called (encoder.embed_tokens shares its weight): was a raw Captum AssertionError."""
+    model, batch = _tiny_t5()
+    assert hlviz.list_layers(model, batch).set_index("name").loc["shared", "output_shape"] == (
+        "(not run)"
+    )
+    opts = dict(target=(4, 3), method="layer_integrated_gradients", pad_id=0, n_steps=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = attribute(model, batch, **opts)
+        named = attribute(model, batch, layer="encoder.embed_tokens", **opts)
+    assert ours.layer == "encoder.embed_tokens" and ours.values.shape == (2, 7)
+    torch.testing.assert_close(ours.values, named.values, **TOL)
+    # the reference: Captum called directly on the encoder's embedding
+    fwd = af.ModelForward(model, None, "input_ids", ["decoder_input_ids"])
+    ids = batch["input_ids"]
+    lig = ca.LayerIntegratedGradients(fwd, model.encoder.embed_tokens)
+    ref = lig.attribute(ids, baselines=torch.zeros_like(ids), target=(4, 3), n_steps=8,
+                        additional_forward_args=(batch["decoder_input_ids"],))  # fmt: skip
+    torch.testing.assert_close(ours.values, ref.sum(-1).detach(), **TOL)
+    with pytest.raises(OptionError, match=r"layer 'shared' \(Embedding\) did not run when the "
+                       r"model was called on these inputs.*'\(not run\)'\)\. Embeddings sharing "
+                       r"its weight: 'encoder.embed_tokens', 'decoder.embed_tokens'; pass the one "
+                       r"that reads these inputs, e.g. layer='encoder.embed_tokens'"):  # fmt: skip
+        attribute(model, batch, layer="shared", **opts)
+    hlviz.testing.assert_no_hooks(model)
+
+
+class _Tied(nn.Module):
+    """Two embeddings tied to `shared`, each reading its own ids; `shared` never runs."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.shared = nn.Embedding(10, 4)
+        self.a, self.b = nn.Embedding(10, 4), nn.Embedding(10, 4)
+        self.a.weight = self.b.weight = self.shared.weight
+        self.aux = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def get_input_embeddings(self):
+        return self.shared
+
+    def forward(self, ids, other=None):
+        other = ids if other is None else other
+        return self.head((self.a(ids) + self.b(other)).mean(1))
+
+
+class _Unused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.aux = nn.Linear(4, 2), nn.Linear(4, 4)
+
+    def forward(self, v):
+        return self.body(v)
+
+
+def test_a_layer_that_never_runs_is_named_not_left_to_captum():
+    model, ids = _Tied().eval(), torch.tensor([[1, 2, 3], [4, 5, 6]])
+    # both tied embeddings read the ids: no one to choose, the candidates are listed
+    with pytest.raises(OptionError, match=r"the default layer, model.get_input_embeddings\(\) = "
+                       r"'shared' \(Embedding\), did not run.*sharing its weight: 'a', 'b'"):  # fmt: skip
+        attribute(model, ids, target=0, method="layer_integrated_gradients", n_steps=4, pad_id=0)
+    # only `a` reads the attributed ids: it is taken
+    other = torch.tensor([[7, 8, 9], [7, 8, 9]])
+    picked = attribute(model, (ids, other), target=0, method="layer_integrated_gradients",
+                       n_steps=4, pad_id=0, special_ids=[])  # fmt: skip
+    assert picked.layer == "a"
+    x = torch.randn(2, 3, 4)
+    floats = _Unused().eval()  # its `aux` is never called
+    for method, extra in (("layer_conductance", {}), ("neuron_conductance", {"neuron": (0, 0)})):
+        with pytest.raises(OptionError, match=r"layer 'aux' \(Linear\) did not run when the model "
+                           r"was called on these inputs.* Pass layer= a module that runs"):  # fmt: skip
+            attribute(floats, x, target=(0, 0), method=method, layer="aux", **extra)
+    hlviz.testing.assert_no_hooks(model)
+    hlviz.testing.assert_no_hooks(floats)
 
 
 def _occlude_by_hand(score, ids, fill):

@@ -34,6 +34,7 @@ from ..errors import (
 )
 from ..hooks.layers import check_module, unwrap
 from . import forward as af
+from .layers import did_not_run, running_embedding
 from .methods import METHODS, baseline_for
 from .registry import Call, Method, lookup
 
@@ -329,6 +330,8 @@ def attribute(
     _check_finite(main, "the attributed input", "drop those examples or fix them first.")
     if spec.path:
         _check_steps(n_steps)
+    if layer is None and spec.embedding_layer and module is not None:
+        name, module = running_embedding(model, prep, name, module)
     base = baseline_for(model, main, baseline, spec, options)
     probed = af.probe(
         prep.forward,
@@ -337,11 +340,18 @@ def attribute(
         measure=spec.batched and internal_batch_size == "auto",
         layer=module if spec.probe_layer else None,
     )
+    if spec.probe_layer and module is not None and probed.layer_shape is None:
+        raise did_not_run(model, name, module)
     target = af.check_target(torch.empty(probed.output_shape), target, n, model)
     ibs = _batch_size(spec, internal_batch_size, memory_budget, prep, probed, n_steps, options)
     call = Call(prep, module, name, probed, target, base, n_steps, ibs, options)
     with af.rnn_safe(prep.forward):
-        values, delta = spec.run(call)
+        try:
+            values, delta = spec.run(call)
+        except AssertionError as err:  # Captum's layer hook saw no call of the layer
+            if "did not obtain any outputs" not in str(err):
+                raise
+            raise did_not_run(model, name, module) from err
     values, change = values.detach(), None
     _check_finite(
         values,

@@ -35,6 +35,7 @@ __all__ = [
     "Probe",
     "auto_rows",
     "check_target",
+    "first_row",
     "parse_budget",
     "prepare",
     "probe",
@@ -307,6 +308,15 @@ class Probe:
     layer_is_tensor: bool = True
 
 
+def first_row(main: torch.Tensor, extra: tuple) -> tuple[torch.Tensor, tuple]:
+    """The first example: ``main[:1]`` and the tensors of ``extra`` that share its batch,
+    cut the same way (others pass as they are)."""
+    n = len(main)
+    return main[:1], tuple(
+        e[:1] if isinstance(e, torch.Tensor) and e.dim() and len(e) == n else e for e in extra
+    )
+
+
 def probe(
     forward: ModelForward,
     main: torch.Tensor,
@@ -337,10 +347,9 @@ def probe(
         plain.append(isinstance(out, torch.Tensor))
 
     hook.__hlviz__ = True  # type: ignore[attr-defined]
-    one = main[:1]
+    one, rest = first_row(main, extra)
     if measure and one.is_floating_point():
         one = one.detach().requires_grad_(True)
-    rest = tuple(e[:1] if isinstance(e, torch.Tensor) and len(e) == len(main) else e for e in extra)
     saving = (
         torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
         if measure

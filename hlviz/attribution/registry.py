@@ -120,12 +120,17 @@ class Method:
         if main.is_floating_point() or self.token_ids:
             return
         embeds = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
-        where = f"layer={embeds[0]!r}" if embeds else "layer=<the embedding layer>"
+        if callable(getattr(model, "get_input_embeddings", None)):
+            where = "(its default layer is the model's input embedding)"
+        elif embeds:
+            where = f"and layer= the embedding that reads the ids (one of {', '.join(embeds[:4])})"
+        else:
+            where = "and layer=<the embedding layer>"
         free = ", ".join(repr(m.name) for m in METHODS.values() if not m.gradients)
         raise TokenInputError(
             f"method {self.name!r} takes gradients with respect to its input, but the input holds "
             f"integer token ids ({main.dtype}), which have no gradient. Attribute tokens with "
-            f"method='layer_integrated_gradients', {where} (the PAD baseline keeps special "
+            f"method='layer_integrated_gradients' {where} (the PAD baseline keeps special "
             f"tokens), or with a method that needs no gradients ({free})."
         )
 
