@@ -284,24 +284,58 @@ def test_rnn_backward_in_eval_mode_with_cudnn_off_for_the_call(kind):
     hlviz.testing.assert_no_hooks(model)
 
 
-def test_grad_cam_refuses_a_sequence_layer_and_uses_channel_dim():
+def test_grad_cam_reads_the_channel_axis_from_the_layout():
+    """A (N, T, C) linear layer over positions: the layout (axis 2 matches the layer's width 6)
+    puts the channels last, so Grad-CAM maps the 7 positions, as Captum does on an explicit
+    permute; channel_dim= overrides, and an ambiguous layer asks for it."""
     model, xs = Tokens2D().eval(), torch.randn(3, 7, 4)
-    with pytest.raises(LayerShapeError, match=r"outputs \(1, 7, 6\), a sequence \(N, T, C\): "
-                       r"Grad-CAM would treat its 7 positions as channels. Pass channel_dim=-1"):  # fmt: skip
-        attribute(model, xs, target=0, method="grad_cam", layer="proj")
-    ours = attribute(model, xs, target=0, method="grad_cam", layer="proj", channel_dim=-1)
+    ours = attribute(model, xs, target=0, method="grad_cam", layer="proj")
     ref = Tokens2D(permute=True).eval()
     theirs = ca.LayerGradCam(ref, ref.perm).attribute(xs, target=0, relu_attributions=True)
     torch.testing.assert_close(ours.values, theirs.detach(), **TOL)
     assert ours.values.shape == (3, 1, 7)
+    given = attribute(model, xs, target=0, method="grad_cam", layer="proj", channel_dim=-1)
+    torch.testing.assert_close(given.values, ours.values, **TOL)
     hlviz.testing.assert_no_hooks(model)
     with pytest.raises(LayerShapeError, match=r"outputs \(1, 2\), which has no spatial or time"):
         attribute(model, xs, target=0, method="grad_cam", layer="head")
     with pytest.raises(OptionError, match=r"channel_dim=5 is not an axis of layer 'proj'"):
         attribute(model, xs, target=0, method="grad_cam", layer="proj", channel_dim=5)
+    square = Tokens2D().eval()  # (N, 6, 6): both axes match the width, nothing tells them apart
+    square.proj = nn.Linear(4, 6)
+    with pytest.raises(LayerShapeError, match=r"outputs \(1, 6, 6\): which axis holds its channels "
+                       r"cannot be told from the tensor \(layer 'proj' was read as \(N, T, D\).*"
+                       r"Pass channel_dim=1 if its 6 are the channels.*or channel_dim=-1"):  # fmt: skip
+        attribute(square, torch.randn(2, 6, 4), target=0, method="grad_cam", layer="proj")
     seq_first = nn.Sequential(nn.LSTM(4, 5))
     with pytest.raises(LayerShapeError, match=r"is sequence-first \(T, N, C\)"):
         attribute(nn.Sequential(seq_first, _First()), xs, target=0, method="grad_cam", layer="0.0")
+
+
+class _Audio(nn.Module):
+    """issue 22, gradcam_conv1d_relu: a Conv1d front end as in audio models."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.feat = nn.Sequential(nn.Conv1d(1, 8, 9, stride=4), nn.ReLU(),
+                                  nn.Conv1d(8, 16, 5, stride=2), nn.ReLU())  # fmt: skip
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.feat(x).mean(-1))
+
+
+def test_grad_cam_on_the_relu_after_a_conv1d_maps_time_like_the_conv():
+    """issue 22, gradcam_conv1d_relu: the ReLU after a Conv1d (N, C=16, L=47) was refused as
+    a sequence '(N, T, C)' of '16 positions', and the suggested channel_dim=-1 mapped channels."""
+    model, wav = _Audio().eval(), torch.randn(3, 1, 400)
+    relu = attribute(model, wav, target=0, method="grad_cam", layer="feat.3")
+    conv = attribute(model, wav, target=0, method="grad_cam", layer="feat.2")
+    assert relu.values.shape == conv.values.shape == (3, 1, 47)
+    theirs = ca.LayerGradCam(model, model.feat[3]).attribute(wav, target=0, relu_attributions=True)
+    torch.testing.assert_close(relu.values, theirs.detach(), **TOL)
+    hlviz.testing.assert_no_hooks(model)
 
 
 class _First(nn.Module):

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import BaselineError, HlvizWarning, LayerShapeError, OptionError
-from ..hooks.outputs import layout_hint, pick, put_back
+from ..errors import BaselineError, HlvizWarning, OptionError
 from . import forward as af
 from ._rng import seeded
+from .gradcam import grad_cam
 from .registry import METHODS, Call, Method, register
 
 __all__ = ["METHODS", "baseline_for"]
@@ -116,77 +116,6 @@ def _special_ids(model: nn.Module, options: dict) -> list[int]:
             stacklevel=4,
         )
     return found
-
-
-class _ChannelsFirst(nn.Module):
-    """Identity that moves ``dim`` to axis 1: Captum's Grad-CAM hooks this, not the layer."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return t.movedim(self.dim, 1)
-
-
-def _grad_cam(call: Call) -> tuple[torch.Tensor, None]:
-    from captum.attr import LayerAttribution, LayerGradCam
-
-    prep, module, name, options = call.prep, call.module, call.name, call.options
-    probed = call.probed
-
-    shape = probed.layer_shape
-    nd = len(shape)
-    if nd == 3 and not layout_hint(module).batch_first:
-        raise LayerShapeError(
-            f"layer {name!r} is sequence-first (T, N, C) (batch_first=False): Grad-CAM needs the "
-            "batch on axis 0. Build the layer with batch_first=True, or attribute another layer."
-        )
-    channel_dim = options.get("channel_dim")
-    if channel_dim is None:
-        if nd == 3 and not layout_hint(module).channels_first:
-            raise LayerShapeError(
-                f"layer {name!r} outputs {tuple(shape)}, a sequence (N, T, C): Grad-CAM would "
-                f"treat its {shape[1]} positions as channels. Pass channel_dim=-1 to use the last "
-                "axis as channels (positions become the map), or use layer_integrated_gradients."
-            )
-        channel_dim = 1
-    if nd < 3:
-        raise LayerShapeError(
-            f"layer {name!r} outputs {tuple(shape)}, which has no spatial or time axis for a "
-            "Grad-CAM map: choose a convolutional layer (N, C, H, W) or a sequence layer."
-        )
-    if (
-        isinstance(channel_dim, bool)
-        or not isinstance(channel_dim, int)
-        or not -nd < channel_dim < nd
-        or channel_dim % nd == 0
-    ):
-        raise OptionError(
-            f"channel_dim={channel_dim!r} is not an axis of layer {name!r}'s output {tuple(shape)} "
-            f"(batch excluded): give 1..{nd - 1} or a negative index."
-        )
-    channel_dim %= nd
-    relu = options.get("relu", True)
-    kwargs = dict(**_common(call), relu_attributions=relu)
-    if channel_dim == 1 and probed.layer_is_tensor:
-        values = LayerGradCam(prep.forward, module).attribute(prep.main, **kwargs)
-    else:
-        adapter = _ChannelsFirst(channel_dim)
-
-        def hook(mod, args, out):
-            picked = pick(out, None, name)
-            return put_back(out, picked.path, adapter(picked.tensor).movedim(1, channel_dim), name)
-
-        hook.__hlviz__ = True  # type: ignore[attr-defined]
-        handle = module.register_forward_hook(hook)
-        try:
-            values = LayerGradCam(prep.forward, adapter).attribute(prep.main, **kwargs)
-        finally:
-            handle.remove()
-    if options.get("upsample", True) and values.dim() == 4 and prep.main.dim() == 4:
-        values = LayerAttribution.interpolate(values, tuple(prep.main.shape[2:]), "bilinear")
-    return values, None
 
 
 def _common(call: Call) -> dict[str, Any]:
@@ -371,7 +300,7 @@ for _record in (
     Method(
         "grad_cam",
         "LayerGradCam",
-        _grad_cam,
+        grad_cam,
         options=("channel_dim", "relu", "upsample"),
         layer=True,
         probe_layer=True,
