@@ -290,28 +290,33 @@ def attribute(
     (2, 1, 4, 4)
 
     ``inputs``: a tensor ``(N, ...)``, a tuple (the attributed tensor first, then other
-    arguments), or a mapping of keyword arguments (a tokenizer's output: ``input_ids``
-    is attributed, ``attention_mask`` etc. go along). ``target``: the class index (an int,
-    a label of ``model.config.label2id``, a tuple for outputs with more axes, or a list with
+    arguments), or a mapping of keyword arguments (a tokenizer's output: ``input_ids`` is
+    attributed, ``attention_mask`` etc. go along). ``target``: the class index (an int, a
+    label of ``model.config.label2id``, a tuple for outputs with more axes, or a list with
     one per example); ``None`` only when the model gives one score per example. ``output``
     picks the scored tensor from a tuple/dict/ModelOutput (default: ``logits`` or the first
     tensor). ``method``: one of :data:`METHODS`; ``layer`` (layer methods) is a name, glob,
-    type or module of the model. ``baseline``: ``None`` (zeros; PAD tokens keeping special
-    tokens for token ids), a number, a tensor, or ``"pad"``/an int PAD id for token ids.
-    ``internal_batch_size="auto"`` picks Captum's batch from ``memory_budget`` (bytes or
-    ``"512MB"``; default half the free GPU memory, or a quarter of free RAM up to 4 GiB).
+    type or module of the model (layer_integrated_gradients defaults to
+    ``model.get_input_embeddings()``, or the embedding tied to its weight that reads the ids
+    when that one never runs, as on T5); a layer that never runs is refused. ``baseline``:
+    ``None`` (zeros; PAD tokens keeping special tokens for token ids), a number, a tensor,
+    or ``"pad"``/an int PAD id for token ids. ``internal_batch_size="auto"`` picks Captum's
+    batch from ``memory_budget`` (bytes or ``"512MB"``; default half the free GPU memory, or
+    a quarter of free RAM up to 4 GiB).
 
-    Method options: saliency ``abs=True``; smoothgrad ``nt_samples=10``,
-    ``stdevs=0.15 * (max - min of the inputs)``, ``abs=True``, ``seed=0`` (the noise is
-    drawn from torch's generators seeded with it, which are restored afterwards); occlusion
-    ``window=(C, H//8, W//8)`` (``(1,)`` for sequences and token ids), ``strides=1``,
+    Method options: saliency ``abs=True``; smoothgrad ``nt_samples=10``, ``stdevs=0.15 *
+    (max - min of the inputs)``, ``abs=True``, ``seed=0`` (the noise is drawn from torch's
+    generators seeded with it, which are restored afterwards); occlusion ``window=(C, H//8,
+    W//8)`` (``(1,)`` for sequences and token ids), ``strides=1``,
     ``perturbations_per_eval=1``; feature_ablation ``feature_mask`` (features with the same
-    id are ablated together; default each element), ``perturbations_per_eval``; grad_cam ``channel_dim`` (required for
-    ``(N, T, C)`` layers: ``-1``), ``relu=True``, ``upsample=True``; neuron_conductance
-    ``neuron`` (an index into the layer's output, batch excluded); layer_integrated_gradients,
-    occlusion and feature_ablation ``pad_id``, ``special_ids``, ``tokenizer`` (for PAD/special
-    ids and token strings), ``tokens``. Every method takes ``input_key`` (the key of a mapping
-    input to attribute). What each method needs is in its record,
+    id are ablated together; default each element), ``perturbations_per_eval``; grad_cam
+    ``channel_dim`` (default: the channel axis of the layer's layout,
+    :func:`hlviz.hooks.outputs.layout`; give it where the layout cannot tell),
+    ``relu=True``, ``upsample=True``; neuron_conductance ``neuron`` (an index into the
+    layer's output, batch excluded); layer_integrated_gradients, occlusion and
+    feature_ablation ``pad_id``, ``special_ids``, ``tokenizer`` (for PAD/special ids and
+    token strings), ``tokens``. Every method takes ``input_key`` (the key of a mapping input
+    to attribute). What each method needs is in its record,
     ``hlviz.attribution.METHODS[name]`` (:class:`~hlviz.attribution.registry.Method`).
 
     Occlusion and feature ablation need no gradients, so they take integer token ids as they
