@@ -154,7 +154,9 @@ def test_mlp_probe_errors_and_contract():
     y = (X[:, 0] > 0).astype(int)
     with pytest.raises(NotFittedError, match=r"not fitted yet: call probe.fit"):
         MLPProbe().predict(X)
-    with pytest.raises(OptionError, match="MLPProbe classifies integer labels.*float"):
+    with pytest.raises(
+        OptionError, match="MLPProbe classifies labels.*float32.*LinearProbe\\(task='regression'\\)"
+    ):
         MLPProbe().fit(X, X[:, 0])
     with pytest.raises(OptionError, match="hidden must be a positive int, got 0"):
         MLPProbe(hidden=0).fit(X, y)

@@ -133,14 +133,14 @@ def test_custom_probe_and_string_labels():
 
 def test_errors():
     signal, _, y = _data(n=100)
-    with pytest.raises(ShapeMismatchError, match=r"layer 'b' has 99 rows but y has 100 labels"):
+    with pytest.raises(
+        ShapeMismatchError, match=r"layer 'b' has 99 rows but y has 100; every layer needs one row"
+    ):
         mdl_layers({"a": signal, "b": signal[:99]}, y)
     with pytest.raises(OptionError, match=r"layer 'a' holds 2 calls .*rec.calls\('a'\)\[-1\]"):
         mdl_layers({"a": [signal, signal]}, y)
     with pytest.raises(OptionError, match="non-empty mapping"):
         mdl_layers({}, y)
-    with pytest.raises(OptionError, match="non-empty mapping.*got ndarray"):
-        mdl_layers(signal, y)
     for bad in [(0.5, 0.25, 1.0), (0.0, 1.0), (0.5, 0.9), (0.5, 1.5), (1.0,), (0.5, 0.5, 1.0)]:
         with pytest.raises(
             OptionError, match=r"fractions must be at least two strictly increasing"
@@ -200,3 +200,30 @@ def test_the_report_reads_like_every_other_result():
     plt.close("all")
     with pytest.raises(TypeError):
         report.plot(ax)  # keyword-only, as every result's plot
+
+
+def test_mdl_layers_fuzz_cases_end_in_hlviz_errors():
+    """Fuzz cases (issue 16): bfloat16 layers are widened; a zero-width layer, an unknown
+    probe name and a negative seed each end in an HlvizError that says the fix."""
+    from hlviz.errors import OptionTypeError
+
+    signal, noise, y = _data(n=200)
+    acts = {"a": torch.as_tensor(signal), "b": torch.as_tensor(noise)}
+    full = mdl_layers(acts, y, fractions=(0.25, 0.5, 1.0))
+    half = mdl_layers(
+        {k: v.to(torch.bfloat16) for k, v in acts.items()}, y, fractions=(0.25, 0.5, 1.0)
+    )
+    assert np.allclose(half.table["compression"], full.table["compression"], rtol=0.1)
+    with pytest.raises(ShapeMismatchError, match=r"layer 'a' has no features \(shape \(200, 0\)\)"):
+        mdl_layers({**acts, "a": acts["a"][:, :0]}, y)
+    with pytest.raises(OptionError, match=r"probe='svm' is not one of 'linear', 'mlp'"):
+        mdl_layers(acts, y, probe="svm")
+    with pytest.raises(OptionError, match="seed must be a non-negative int, got -1"):
+        mdl_layers(acts, y, seed=-1)
+    with pytest.raises(OptionError, match="seed must be a non-negative int, got -1"):
+        online_codelength(signal, y, seed=-1)
+    with pytest.raises(OptionTypeError, match=r"layer 'a' must be activations.*NoneType"):
+        mdl_layers({**acts, "a": None}, y)
+    with pytest.raises(OptionTypeError, match="acts must be a non-empty mapping.*got ndarray"):
+        mdl_layers(signal, y)
+    assert mdl_layers(acts, y, probe="linear").table.equals(mdl_layers(acts, y).table)

@@ -125,3 +125,60 @@ def test_errors():
     assert "control_task" in probe_layers(acts, y, seeds=1, types=y).table
     with pytest.raises(OptionError, match="seeds must be a positive int"):
         probe_layers(acts, y, seeds=0)
+
+
+def _fuzz_data():
+    gen = torch.Generator().manual_seed(5)
+    y = torch.randint(0, 2, (80,), generator=gen)
+    return {"a": torch.randn(80, 4, generator=gen) + y[:, None], "b": torch.randn(80, 3)}, y
+
+
+def test_probe_layers_reads_half_precision_and_rejects_unusable_layers():
+    """Fuzz cases (issue 16): bfloat16 is widened to float32; empty, missing, string and
+    zero-width layers end in an HlvizError naming the layer, what it got and the fix."""
+    from hlviz.errors import OptionTypeError
+
+    acts, y = _fuzz_data()
+    full = probe_layers(acts, y, seeds=1).table["score"]
+    for half in (torch.bfloat16, torch.float16):
+        low = probe_layers({k: v.to(half) for k, v in acts.items()}, y, seeds=1).table["score"]
+        assert np.allclose(low, full, atol=0.05)
+    with pytest.raises(ShapeMismatchError, match=r"y is empty \(no rows\).*one label per row"):
+        probe_layers({k: v[:0] for k, v in acts.items()}, y[:0], seeds=1)
+    with pytest.raises(OptionTypeError, match=r"layer 'a' in acts must be activations.*NoneType"):
+        probe_layers({**acts, "a": None}, y, seeds=1)
+    with pytest.raises(OptionTypeError, match=r"layer 'a' in acts .*got str 'not a tensor'"):
+        probe_layers({**acts, "a": "not a tensor"}, y, seeds=1)
+    with pytest.raises(ShapeMismatchError, match=r"layer 'a' in acts has no features.*\(80, 0\)"):
+        probe_layers({**acts, "a": acts["a"][:, :0]}, y, seeds=1)
+    with pytest.raises(OptionTypeError, match="acts must be a non-empty mapping.*got NoneType"):
+        probe_layers(None, y)
+    with pytest.raises(ShapeMismatchError, match="y must hold one target per row"):
+        probe_layers(acts, "labels")
+    with pytest.raises(OptionError, match=r"seeds must be a positive int, got -1"):
+        probe_layers(acts, y, seeds=-1)
+
+
+def test_probe_layers_checks_test_size_and_the_probe_name():
+    from hlviz.errors import OptionTypeError
+
+    acts, y = _fuzz_data()
+    for bad in (0.0, 1.0, float("nan"), 1.5):
+        with pytest.raises(
+            OptionError, match=rf"test_size must lie in \(0, 1\), got {bad}.*e\.g\."
+        ):
+            probe_layers(acts, y, seeds=1, test_size=bad)
+    with pytest.raises(OptionTypeError, match="test_size must be a number in"):
+        probe_layers(acts, y, seeds=1, test_size="0.2")
+    with pytest.raises(OptionError, match=r"probe='svm' is not one of 'linear', 'mlp'.*estimator"):
+        probe_layers(acts, y, seeds=1, probe="svm")
+    with pytest.raises(OptionError, match=r"probe='mpl' .*did you mean 'mlp'\?"):
+        probe_layers(acts, y, seeds=1, probe="mpl")
+    with pytest.raises(OptionTypeError, match="got the class LinearProbe"):
+        probe_layers(acts, y, seeds=1, probe=hlviz.LinearProbe)
+    with pytest.raises(OptionError, match="device='nowhere' is not a torch device"):
+        probe_layers(acts, y, seeds=1, probe=hlviz.LinearProbe(device="nowhere"))
+    named = probe_layers(acts, y, seeds=1, probe="linear").table
+    assert named.equals(probe_layers(acts, y, seeds=1).table)
+    mlp = probe_layers(acts, y, seeds=1, probe="mlp").table.set_index("layer")["score"]
+    assert mlp["a"] > 0.6

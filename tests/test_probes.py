@@ -143,3 +143,91 @@ def test_probe_layers_and_mdl_layers_name_the_layer_with_nan_rows():
         probe_layers({"good": good, "bad": good}, y, seeds=1, baseline={"bad": X})
     with pytest.raises(OptionError, match=r"layer 'bad' has NaN or inf values in 2 of its 120"):
         mdl_layers({"good": good, "bad": X}, y)
+
+
+def test_repro_probe_string_labels():
+    """Issue 22: string (any hashable) labels work as in scikit-learn: ``classes_`` holds
+    them, ``predict`` returns them, and the scores match integer labels of the same classes."""
+    from hlviz.probes import probe_layers
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6)).astype(np.float32)
+    codes = (X[:, 0] > 0).astype(int)
+    tags = np.array(["NOUN", "VERB"])[codes]
+    reference = LogisticRegression().fit(X[:90], tags[:90])
+    probe = LinearProbe().fit(X[:90], tags[:90])
+    assert probe.classes_.tolist() == reference.classes_.tolist() == ["NOUN", "VERB"]
+    assert set(probe.predict(X[90:])) <= {"NOUN", "VERB"}
+    assert probe.score(X[90:], tags[90:]) == LinearProbe().fit(X[:90], codes[:90]).score(
+        X[90:], codes[90:]
+    )
+    assert probe.score(X[90:], list(tags[90:])) >= reference.score(X[90:], tags[90:]) - 0.05
+    mlp = MLPProbe(hidden=8).fit(X[:90], list(tags[:90]))  # a list of str works too
+    assert mlp.classes_.tolist() == ["NOUN", "VERB"] and mlp.predict(X[:3]).dtype.kind == "U"
+    # labels that do not even compare: first appearance order, still returned as given
+    mixed = np.empty(90, dtype=object)
+    mixed[:] = [("a", 1) if c else None for c in codes[:90]]
+    fitted = LinearProbe().fit(X[:90], mixed)
+    first_other = mixed[codes[:90] != codes[0]][0]
+    assert fitted.classes_.tolist() == [mixed[0], first_other]
+    assert set(map(repr, fitted.predict(X[:90]))) == {"None", "('a', 1)"}
+    assert fitted.score(X[:90], mixed) > 0.9
+    strings = probe_layers({"layer": X}, tags, seeds=2, types=tags)
+    numbers = probe_layers({"layer": X}, codes, seeds=2, types=codes)
+    assert strings.task == "classification"
+    assert strings.table["score"].tolist() == numbers.table["score"].tolist()
+    with pytest.raises(OptionError, match=r"task='regression' needs numeric targets.*dtype <U4"):
+        LinearProbe(task="regression").fit(X, tags)
+
+
+@pytest.mark.parametrize("cls", [LinearProbe, lambda **kw: MLPProbe(hidden=4, max_iter=5, **kw)])
+def test_probes_reject_unusable_inputs_with_an_hlviz_error(cls):
+    """Fuzz cases (issue 16): empty, missing, string and zero-width inputs, and a string
+    where labels belong, each end in an HlvizError that says what was given and the fix."""
+    from hlviz.errors import OptionTypeError
+
+    gen = torch.Generator().manual_seed(5)
+    y = torch.randint(0, 2, (80,), generator=gen)
+    X = torch.randn(80, 4, generator=gen) + y[:, None]
+    with pytest.raises(ShapeMismatchError, match=r"X has no rows \(shape \(0, 4\)\).*examples"):
+        cls().fit(X[:0], y[:0])
+    for bad, shown in [({}, "dict"), (None, "NoneType"), ("acts", "str 'acts'")]:
+        with pytest.raises(OptionTypeError, match=f"X must be activations.*got {shown}"):
+            cls().fit(bad, y)
+    with pytest.raises(OptionTypeError, match=r"X must hold numbers.*dtype <U1"):
+        cls().fit(np.array([["a"]] * 80), y)
+    with pytest.raises(ShapeMismatchError, match=r"X has no features \(shape \(80, 0\)\)"):
+        cls().fit(X[:, :0], y)
+    with pytest.raises(ShapeMismatchError, match="y must hold one target per row, got the single"):
+        cls().fit(X, "labels")
+    # half precision is widened, not refused
+    assert cls().fit(X.to(torch.bfloat16), y).score(X.half(), y) > 0.6
+
+
+@pytest.mark.parametrize("cls", [LinearProbe, lambda **kw: MLPProbe(hidden=4, max_iter=5, **kw)])
+def test_probe_device_is_checked_before_fitting(cls):
+    X, y = _blobs(n=40, d=3, k=2)
+    with pytest.raises(OptionError, match=r"device='nowhere' is not a torch device; use None"):
+        cls(device="nowhere").fit(X, y)
+    with pytest.raises(OptionError, match=r"device='meta' holds no data.*'cpu'"):
+        cls(device="meta").fit(X, y)
+    if not torch.cuda.is_available():
+        with pytest.raises(OptionError, match="CUDA is not available"):
+            cls(device="cuda").fit(X, y)
+    assert cls(device=torch.device("cpu")).fit(X, y).predict(X).shape == (40,)
+
+
+def test_mlp_probe_refuses_a_hidden_layer_that_cannot_fit():
+    from hlviz.errors import MemoryBudgetError, OptionTypeError
+
+    X, y = _blobs(n=40, d=3, k=2)
+    with pytest.raises(
+        MemoryBudgetError,
+        match=r"MLPProbe\(hidden=1000000000000\) on 3 features has 6,000,000,000,002 parameters"
+        r".*smaller hidden=",
+    ):
+        MLPProbe(hidden=10**12).fit(X, y)
+    with pytest.raises(OptionTypeError, match=r"hidden must be a positive int, got 2.5 \(float\)"):
+        MLPProbe(hidden=2.5).fit(X, y)
+    with pytest.raises(OptionError, match="seed must be a non-negative int, got -1"):
+        MLPProbe(seed=-1).fit(X, y)

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..errors import HlvizWarning, OptionError, ShapeMismatchError
+from .._checks import fraction, positive_int
+from ..errors import HlvizWarning, OptionError, OptionTypeError, ShapeMismatchError
 from ._batched import Fit, batched_scores
-from ._checks import check_finite
+from ._checks import as_rows, as_targets, device_of, probe_template
 from .linear import LinearProbe
 from .mlp import MLPProbe
 
@@ -46,7 +47,14 @@ _BASE = "baseline"  # tags baseline layers inside a batched solve
 
 
 def _numpy(value: Any) -> np.ndarray:
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        return (
+            (value.float() if value.dtype in (torch.float16, torch.bfloat16) else value)
+            .cpu()
+            .numpy()
+        )
+    return np.asarray(value)
 
 
 def split_indices(
@@ -89,27 +97,29 @@ def _control_labels(types: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
     return per_type[inverse]
 
 
-def _layers(acts: Any, what: str, n: int | None) -> dict[str, np.ndarray]:
-    if not isinstance(acts, Mapping) or not len(acts):
-        raise OptionError(
+def _layers(acts: Any, what: str, n: int) -> dict[str, np.ndarray]:
+    if not isinstance(acts, Mapping):
+        raise OptionTypeError(
             f"{what} must be a non-empty mapping layer name -> activations (a dict or a "
             f"Recording), got {type(acts).__name__}."
         )
+    if not len(acts):
+        raise OptionError(
+            f"{what} must be a non-empty mapping layer name -> activations (a dict or a "
+            "Recording), got an empty one; record at least one layer."
+        )
     out = {}
     for name, value in acts.items():
-        if isinstance(value, list):
+        if (
+            isinstance(value, list)
+            and len(value)
+            and isinstance(value[0], (torch.Tensor, np.ndarray))
+        ):
             raise OptionError(
                 f"layer {name!r} in {what} holds {len(value)} calls (the module ran several "
                 "times); pick one, e.g. {name: rec.calls(name)[-1]}."
             )
-        array = _numpy(value).reshape(len(value), -1)
-        if n is not None and len(array) != n:
-            raise ShapeMismatchError(
-                f"layer {name!r} in {what} has {len(array)} rows but y has {n}; every layer "
-                "needs one row per label."
-            )
-        check_finite(array, f"layer {name!r} in {what}")
-        out[str(name)] = array
+        out[str(name)] = _numpy(as_rows(value, f"layer {name!r} in {what}", n=n, vector_ok=True))
     return out
 
 
@@ -175,15 +185,17 @@ def probe_layers(
 
     Args:
         acts: layer name -> ``(n, ...)`` activations (a dict or a :class:`~hlviz.Recording`).
-        y: ``(n,)`` labels (or float targets for regression).
+        y: ``(n,)`` labels (integers, bools, strings or any hashable values) or float
+            targets for regression.
         groups: ``(n,)`` input ids: rows of one input stay on one side of every split.
         controls: any of ``"majority"``, ``"shuffled"``, ``"control_task"`` (needs ``types``);
             the default is all three when ``types`` is given, else the first two.
         baseline: layer name -> activations of a random-init model on the same inputs.
         types: ``(n,)`` input types for the control task (e.g. the word of each token).
+        test_size: the fraction of rows (or groups) tested on, in (0, 1).
         probe: an unfitted estimator to clone for every fit: a :class:`LinearProbe` with
             other parameters, an :class:`MLPProbe` (opt-in; read its selectivity), or any
-            scikit-learn classifier. Linear classification probes of all layers, seeds
+            scikit-learn classifier; or the name ``"linear"`` (the default) or ``"mlp"``. Linear classification probes of all layers, seeds
             and controls are fit together in one batched solve.
 
     Warns (:class:`~hlviz.HlvizWarning`) when identical rows exist but no ``groups`` were
@@ -192,9 +204,15 @@ def probe_layers(
     """
     from sklearn.base import clone
 
-    y_np = _numpy(y)
+    y_np = _numpy(as_targets(y))
     if y_np.ndim != 1:
         raise ShapeMismatchError(f"y must be 1-D (one label per row), got shape {y_np.shape}.")
+    if not len(y_np):
+        raise ShapeMismatchError(
+            "y is empty (no rows): probing needs labelled examples; record activations on "
+            "some inputs and pass one label per row."
+        )
+    test_size = fraction("test_size", test_size, hint="e.g. test_size=0.25 tests on a quarter.")
     layers = _layers(acts, "acts", len(y_np))
     base = _layers(baseline, "baseline", len(y_np)) if baseline is not None else {}
     if controls is None:
@@ -202,12 +220,11 @@ def probe_layers(
     unknown = [c for c in controls if c not in CONTROLS]
     if unknown:
         raise OptionError(f"unknown controls {unknown}; choose from {CONTROLS}.")
-    if not isinstance(seeds, int) or seeds < 1:
-        raise OptionError(f"seeds must be a positive int, got {seeds!r}.")
-    template = probe if probe is not None else LinearProbe(task=task)
-    resolved = LinearProbe(task=getattr(template, "task", task))._resolve_task(
-        torch.as_tensor(y_np)
-    )
+    positive_int("seeds", seeds)
+    template = probe_template(probe, task)
+    if isinstance(template, LinearProbe):
+        device_of(template.device)
+    resolved = LinearProbe(task=getattr(template, "task", task))._resolve_task(y_np)
     types_np = None
     if "control_task" in controls and (types is None or resolved != "classification"):
         raise OptionError(

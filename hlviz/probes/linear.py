@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
+from .._checks import choice, positive_int
 from ..errors import NotFittedError, OptionError, ShapeMismatchError
-from ._checks import check_finite
+from ._checks import as_rows, as_targets, check_finite, device_of, encode_labels, is_numeric
 from ._lbfgs import Problems, fit_softmax
 from ._linalg import cholesky
 from ._scaling import standardize_rows, standardizer
@@ -35,14 +36,9 @@ TASKS = ("auto", "classification", "regression")
 
 def _as_2d(X: Any, device: torch.device | None, name: str = "X") -> torch.Tensor:
     """Rows of features as a float tensor ``(n, d)``; extra axes are flattened."""
-    tensor = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
-    if tensor.dim() < 2:
-        raise ShapeMismatchError(
-            f"{name} must have one row per example and at least one feature, got shape "
-            f"{tuple(tensor.shape)}; reshape a single feature with X.reshape(-1, 1)."
-        )
-    check_finite(tensor, name)
-    tensor = tensor.reshape(tensor.shape[0], -1).to(dtype=torch.float32)
+    rows = as_rows(X, name)
+    tensor = rows if isinstance(rows, torch.Tensor) else torch.as_tensor(rows)
+    tensor = tensor.to(dtype=torch.float32)
     check_finite(tensor, f"{name} (in float32)")
     return tensor.to(device) if device is not None else tensor
 
@@ -51,9 +47,9 @@ class LinearProbe(BaseEstimator):
     """A linear read-out of a representation: ``fit(X, y)``, ``predict``, ``score``.
 
     Args:
-        task: ``"classification"`` (integer labels: softmax regression), ``"regression"``
-            (float targets, ``(n,)`` or ``(n, k)``: ridge), or ``"auto"`` (integer or bool
-            labels -> classification, floats -> regression).
+        task: ``"classification"`` (class labels: softmax regression), ``"regression"``
+            (float targets, ``(n,)`` or ``(n, k)``: ridge), or ``"auto"`` (integer, bool,
+            string or other hashable labels -> classification, floats -> regression).
         C: inverse L2 strength for classification, as in scikit-learn's
             ``LogisticRegression`` (minimises ``C * sum(cross-entropy) + |W|^2 / 2``).
         alpha: L2 strength for regression, as in scikit-learn's ``Ridge``.
@@ -61,8 +57,10 @@ class LinearProbe(BaseEstimator):
         tol: stop when no gradient entry of the (mean) objective exceeds this, as
             scikit-learn's ``LogisticRegression(tol=...)`` with the lbfgs solver.
         standardize: scale each feature to zero mean and unit variance (train rows only).
-        device: where to fit (``None``: the device of ``X``).
+        device: where to fit (``None``: the device of ``X``); checked when fitting.
 
+    Class labels may be any hashable values, as in scikit-learn (``["NOUN", "VERB", ...]``):
+    ``classes_`` holds them (sorted) and ``predict`` returns them.
     Learned state ends in ``_``: ``classes_``, ``coef_`` ``(classes, d)`` or ``(k, d)``,
     ``intercept_``, ``mean_``, ``scale_``, ``n_iter_``. ``score`` is accuracy for
     classification and R^2 for regression.
@@ -89,18 +87,27 @@ class LinearProbe(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _check_params(self) -> None:
-        if self.task not in TASKS:
-            raise OptionError(f"task={self.task!r} is not one of {TASKS}.")
+        choice("task", self.task, TASKS)
         if not self.C > 0 or not self.alpha >= 0:
             raise OptionError(
                 f"C must be > 0 and alpha >= 0, got C={self.C!r}, alpha={self.alpha!r}."
             )
-        if not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise OptionError(f"max_iter must be a positive int, got {self.max_iter!r}.")
+        positive_int("max_iter", self.max_iter)
 
-    def _resolve_task(self, y: torch.Tensor) -> str:
+    def _resolve_task(self, y: np.ndarray | torch.Tensor) -> str:
+        """The task for targets ``y``: labels that are not numbers (strings, any hashable)
+        and integer or bool labels are classified, floats regressed (with ``task="auto"``)."""
+        if not is_numeric(y):
+            if self.task == "regression":
+                raise OptionError(
+                    f"task='regression' needs numeric targets, got labels of dtype {y.dtype} "
+                    f"(e.g. {y.reshape(-1)[0]!r}); use task='classification' (or 'auto')."
+                )
+            return "classification"
         if self.task != "auto":
             return self.task
+        if isinstance(y, np.ndarray):
+            y = torch.as_tensor(y)
         if y.dtype in (torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
             return "classification"
         return "regression"
@@ -108,9 +115,9 @@ class LinearProbe(BaseEstimator):
     def fit(self, X: Any, y: Any) -> LinearProbe:
         """Fit on rows ``X`` ``(n, ...)`` and targets ``y`` ``(n,)`` (or ``(n, k)`` for regression)."""
         self._check_params()
-        device = torch.device(self.device) if self.device is not None else None
+        device = device_of(self.device)
         X = _as_2d(X, device)
-        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(X.device)
+        y = as_targets(y, X.device)
         if y.shape[0] != X.shape[0]:
             raise ShapeMismatchError(
                 f"X has {X.shape[0]} rows but y has {y.shape[0]}; give one target per row."
@@ -121,16 +128,17 @@ class LinearProbe(BaseEstimator):
         if self.task_ == "classification":
             self._fit_logistic(Z, y)
         else:
-            self._fit_ridge(Z, y.to(torch.float32))
+            self._fit_ridge(Z, torch.as_tensor(y).to(torch.float32))
         self.n_features_in_ = X.shape[1]
         return self
 
-    def _fit_logistic(self, Z: torch.Tensor, y: torch.Tensor) -> None:
-        if y.dim() != 1:
+    def _fit_logistic(self, Z: torch.Tensor, y: np.ndarray | torch.Tensor) -> None:
+        if y.ndim != 1:
             raise ShapeMismatchError(
                 f"classification needs one label per row, y of shape (n,); got {tuple(y.shape)}."
             )
-        classes, codes = torch.unique(y, return_inverse=True)
+        classes, codes = encode_labels(y)
+        codes = codes.to(Z.device)
         if len(classes) < 2:
             raise OptionError(
                 f"y holds a single class ({classes.tolist()}); a probe needs at least two."
@@ -147,7 +155,7 @@ class LinearProbe(BaseEstimator):
             torch.full((1,), 1.0 / (self.C * n), device=Z.device),
         )
         fit = fit_softmax(problems, max_iter=self.max_iter, tol=self.tol)
-        self.classes_ = classes.cpu().numpy()
+        self.classes_ = classes
         self.coef_ = fit.coef[0, 0]
         self.intercept_ = fit.intercept[0, 0]
         self.n_iter_ = int(fit.n_iter[0, 0])

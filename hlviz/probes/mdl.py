@@ -47,8 +47,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..errors import OptionError, ShapeMismatchError
-from ._checks import check_finite
+from .._checks import non_negative_int
+from ..errors import OptionError, OptionTypeError, ShapeMismatchError
+from ._checks import as_rows, as_targets, device_of, probe_template
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -212,12 +213,19 @@ class MDLReport:
 
 
 def _numpy(value: Any) -> np.ndarray:
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        return (
+            (value.float() if value.dtype in (torch.float16, torch.bfloat16) else value)
+            .cpu()
+            .numpy()
+        )
+    return np.asarray(value)
 
 
 def _labels(y: Any) -> tuple[np.ndarray, np.ndarray]:
     """Distinct classes of ``y`` and each row's index into them."""
-    y_np = _numpy(y)
+    y_np = _numpy(as_targets(y))
     if y_np.ndim != 1:
         raise ShapeMismatchError(
             f"y must be 1-D (one class label per row), got shape {y_np.shape}; "
@@ -276,9 +284,9 @@ def _template(probe: Any) -> Any:
 
     from .linear import LinearProbe
 
-    if probe is None:
-        return LinearProbe(task="classification")
-    template = clone(probe)
+    template = clone(probe_template(probe, "classification"))
+    if isinstance(template, LinearProbe):
+        device_of(template.device)
     if isinstance(template, LinearProbe):
         template.set_params(task="classification")
     return template
@@ -323,20 +331,12 @@ def _online(
 
 
 def _rows(value: Any, name: str, n: int) -> np.ndarray:
-    if isinstance(value, list):
+    if isinstance(value, list) and len(value) and isinstance(value[0], (torch.Tensor, np.ndarray)):
         raise OptionError(
             f"layer {name!r} holds {len(value)} calls (the module ran several times); pick "
             f"one, e.g. {{{name!r}: rec.calls({name!r})[-1]}}."
         )
-    array = _numpy(value)
-    if array.ndim < 1 or len(array) != n:
-        got = "a scalar" if array.ndim < 1 else f"{len(array)} rows"
-        raise ShapeMismatchError(
-            f"layer {name!r} has {got} but y has {n} labels; every layer needs one row of "
-            "activations per label."
-        )
-    check_finite(array, f"layer {name!r}")
-    return array.reshape(n, -1)
+    return _numpy(as_rows(value, f"layer {name!r}", n=n, vector_ok=True))
 
 
 def online_codelength(
@@ -364,9 +364,10 @@ def online_codelength(
         fractions: block ends as fractions of ``n``, strictly increasing in ``(0, 1]``
             and ending at ``1.0``. The first block has ``max(K, round(fractions[0] * n))``
             rows; boundaries that round onto an earlier one are dropped.
-        seed: seed of the one shuffle of the rows (``numpy.random.default_rng``).
+        seed: seed of the one shuffle of the rows (``numpy.random.default_rng``), >= 0.
         probe: an unfitted classifier with ``fit``/``predict_proba``/``classes_`` (cloned
-            for every block); default :class:`~hlviz.probes.LinearProbe` for classification.
+            for every block), or the name ``"linear"`` (the default: a
+            :class:`~hlviz.probes.LinearProbe` for classification) or ``"mlp"``.
 
     Blocks whose training prefix holds a single class, and the first block, are sent with
     the uniform code; label probabilities are floored at :data:`PROB_FLOOR` (see the
@@ -374,6 +375,7 @@ def online_codelength(
     """
     classes, codes = _labels(y)
     fractions = _check_fractions(fractions)
+    non_negative_int("seed", seed)
     X_np = _rows(X, "X", len(codes))
     ends = _boundaries(len(codes), len(classes), fractions)
     order = np.random.default_rng(seed).permutation(len(codes))
@@ -407,10 +409,16 @@ def mdl_layers(
     """
     classes, codes = _labels(y)
     fractions = _check_fractions(fractions)
-    if not isinstance(acts, Mapping) or not len(acts):
-        raise OptionError(
+    non_negative_int("seed", seed)
+    if not isinstance(acts, Mapping):
+        raise OptionTypeError(
             "acts must be a non-empty mapping layer name -> activations (a dict or a "
             f"Recording), got {type(acts).__name__}."
+        )
+    if not len(acts):
+        raise OptionError(
+            "acts must be a non-empty mapping layer name -> activations (a dict or a "
+            "Recording), got an empty one; record at least one layer."
         )
     layers = {str(name): _rows(value, str(name), len(codes)) for name, value in acts.items()}
     ends = _boundaries(len(codes), len(classes), fractions)

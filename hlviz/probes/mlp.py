@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
+from .._checks import choice, non_negative_int, positive_int
 from ..errors import NotFittedError, OptionError, ShapeMismatchError
+from ._checks import as_targets, check_memory, device_of, encode_labels, is_numeric
 from ._scaling import standardize_rows, standardizer
 from .linear import _as_2d
 
@@ -36,9 +38,13 @@ class MLPProbe(BaseEstimator):
             ``alpha / 2 * |W|^2`` (as scikit-learn's ``MLPClassifier(alpha=...)``).
         max_iter: L-BFGS iterations.
         standardize: scale features to zero mean, unit variance (training rows only).
-        seed: initialisation seed (fits are deterministic for a given seed).
+        seed: initialisation seed, >= 0 (fits are deterministic for a given seed).
         task: ``"auto"`` or ``"classification"`` (regression is not supported here).
-        device: where to fit (``None``: the device of ``X``).
+        device: where to fit (``None``: the device of ``X``); checked when fitting.
+
+    Labels may be integers, bools, strings or any hashable values (``classes_`` holds them).
+    A hidden layer whose weights would not fit in free memory (or past ``2**31`` parameters)
+    is refused with a :class:`~hlviz.errors.MemoryBudgetError` before anything is allocated.
 
     Learned state: ``classes_``, ``mean_``, ``scale_``, ``net_`` (the torch module), ``n_iter_``.
     """
@@ -62,36 +68,46 @@ class MLPProbe(BaseEstimator):
         self.task = task
         self.device = device
 
-    def _check_params(self, y: torch.Tensor) -> None:
-        if not isinstance(self.hidden, int) or self.hidden < 1:
-            raise OptionError(f"hidden must be a positive int, got {self.hidden!r}.")
-        if not self.alpha >= 0 or not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise OptionError(
-                f"alpha must be >= 0 and max_iter a positive int, got alpha={self.alpha!r}, "
-                f"max_iter={self.max_iter!r}."
-            )
-        if self.task not in ("auto", "classification") or y.is_floating_point():
-            raise OptionError(
-                f"MLPProbe classifies integer labels; got task={self.task!r} and labels of "
-                f"dtype {y.dtype}. Use LinearProbe(task='regression') for continuous targets."
-            )
+    def _check_params(self) -> None:
+        positive_int("hidden", self.hidden)
+        positive_int("max_iter", self.max_iter)
+        non_negative_int("seed", self.seed)
+        if not self.alpha >= 0:
+            raise OptionError(f"alpha must be >= 0, got alpha={self.alpha!r}.")
+        choice("task", self.task, ("auto", "classification"))
 
     def fit(self, X: Any, y: Any) -> MLPProbe:
-        """Fit on rows ``X`` ``(n, ...)`` and integer labels ``y`` ``(n,)``."""
-        device = torch.device(self.device) if self.device is not None else None
+        """Fit on rows ``X`` ``(n, ...)`` and class labels ``y`` ``(n,)`` (integers, bools,
+        strings or any hashable values)."""
+        self._check_params()
+        device = device_of(self.device)
         X = _as_2d(X, device)
-        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(X.device)
-        self._check_params(y)
-        if y.dim() != 1 or y.shape[0] != X.shape[0]:
+        y = as_targets(y, X.device)
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise ShapeMismatchError(
                 f"y must hold one label per row of X: X has {X.shape[0]} rows, y has shape "
                 f"{tuple(y.shape)}."
             )
-        classes, codes = torch.unique(y, return_inverse=True)
+        if is_numeric(y) and (y.is_floating_point() or y.is_complex()):
+            raise OptionError(
+                f"MLPProbe classifies labels; got task={self.task!r} and labels of dtype "
+                f"{y.dtype}. Use LinearProbe(task='regression') for continuous targets, or "
+                "integer / string labels to classify."
+            )
+        classes, codes = encode_labels(y)
+        codes = codes.to(X.device)
         if len(classes) < 2:
             raise OptionError(
                 f"y holds a single class ({classes.tolist()}); a probe needs at least two."
             )
+        params = (X.shape[1] + 1) * self.hidden + (self.hidden + 1) * len(classes)
+        check_memory(
+            params,
+            copies=44,  # weights, gradient, L-BFGS directions and history (20 pairs)
+            device=X.device,
+            what=f"MLPProbe(hidden={self.hidden}) on {X.shape[1]} features",
+            fix="use a smaller hidden=, e.g. MLPProbe(hidden=64).",
+        )
         self.mean_, self.scale_ = standardizer(X, self.standardize)
         Z = standardize_rows(X, self.mean_, self.scale_)
         generator = torch.Generator().manual_seed(self.seed)
@@ -130,7 +146,7 @@ class MLPProbe(BaseEstimator):
             opt.step(closure)
         net.requires_grad_(False).eval()
         self.net_ = net
-        self.classes_ = classes.cpu().numpy()
+        self.classes_ = classes
         self.n_iter_ = opt.state[opt._params[0]].get("n_iter", 0)
         self.n_features_in_ = X.shape[1]
         return self
