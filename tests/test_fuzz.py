@@ -684,210 +684,101 @@ EXPLORER_CASES = {
 
 #: (verb, labels...) -> what happens and its owner. A label "*" matches any draw; the named
 #: xfail test runs the key with "*" read as eval / ok / default. Kept out of the fuzz draw.
-_PROBES = "owner: hlviz/probes"
-_ATTR = "owner: hlviz/attribution"
-_SEQ = "owner: hlviz/sequences"
-_TRF = "owner: hlviz/transformer"
-KNOWN: dict[tuple[str, ...], str] = {
-    ("probe_layers", "bf16", "*"): f"TypeError 'Got unsupported ScalarType BFloat16'; {_PROBES}",
-    ("probe_layers", "empty", "*"): f"ValueError 'cannot reshape array of size 0'; {_PROBES}",
-    ("probe_layers", "none", "*"): f"TypeError 'NoneType has no len()'; {_PROBES}",
-    ("probe_layers", "str", "*"): f"ValueError 'cannot reshape array of size 1'; {_PROBES}",
-    (
-        "probe_layers",
-        "zero_width",
-        "*",
-    ): f"RuntimeError 'cannot reshape tensor of 0 elements'; {_PROBES}",
-    ("probe_layers", "*", "probe=str"): f"AttributeError 'str' has no 'get_params'; {_PROBES}",
-    (
-        "probe_layers",
-        "*",
-        "test_size=0",
-    ): f"sklearn ValueError (test_size=0.0), not OptionError; {_PROBES}",
-    (
-        "probe_layers",
-        "*",
-        "test_size=1",
-    ): f"sklearn ValueError (test_size=1.0), not OptionError; {_PROBES}",
-    (
-        "probe_layers",
-        "*",
-        "test_size=nan",
-    ): f"ValueError 'cannot convert float NaN to integer'; {_PROBES}",
-    ("LinearProbe", "empty", "*"): f"RuntimeError 'cannot reshape tensor of 0 elements'; {_PROBES}",
+KNOWN: dict[tuple[str, ...], str] = {}
+
+#: fuzz cases that once crashed (what they did), fixed; each stays a named test that must end
+#: in an HlvizError or a result, like every other case.
+FIXED: dict[tuple[str, ...], str] = {
+    ("probe_layers", "bf16", "*"): "TypeError 'Got unsupported ScalarType BFloat16'",
+    ("probe_layers", "empty", "*"): "ValueError 'cannot reshape array of size 0'",
+    ("probe_layers", "none", "*"): "TypeError 'NoneType has no len()'",
+    ("probe_layers", "str", "*"): "ValueError 'cannot reshape array of size 1'",
+    ("probe_layers", "zero_width", "*"): "RuntimeError 'cannot reshape tensor of 0 elements'",
+    ("probe_layers", "*", "probe=str"): "AttributeError 'str' has no 'get_params'",
+    ("probe_layers", "*", "test_size=0"): "sklearn ValueError (test_size=0.0), not OptionError",
+    ("probe_layers", "*", "test_size=1"): "sklearn ValueError (test_size=1.0), not OptionError",
+    ("probe_layers", "*", "test_size=nan"): "ValueError 'cannot convert float NaN to integer'",
+    ("LinearProbe", "empty", "*"): "RuntimeError 'cannot reshape tensor of 0 elements'",
     (
         "LinearProbe",
         "empty_dict",
         "*",
-    ): f"TypeError 'can't convert np.ndarray of type numpy.object_'; {_PROBES}",
-    (
-        "LinearProbe",
-        "none",
-        "*",
-    ): f"TypeError 'can't convert np.ndarray of type numpy.object_'; {_PROBES}",
-    (
-        "LinearProbe",
-        "str",
-        "*",
-    ): f"TypeError 'can't convert np.ndarray of type numpy.str_'; {_PROBES}",
-    (
-        "LinearProbe",
-        "y_str",
-        "*",
-    ): f"TypeError 'can't convert np.ndarray of type numpy.str_'; {_PROBES}",
-    (
-        "LinearProbe",
-        "zero_width",
-        "*",
-    ): f"RuntimeError 'cannot reshape tensor of 0 elements'; {_PROBES}",
-    (
-        "LinearProbe",
-        "*",
-        "device=bogus",
-    ): f"RuntimeError 'Expected one of cpu, cuda, ...'; {_PROBES}",
-    ("LinearProbe", "*", "device=meta"): f"NotImplementedError aten::_unique2 on Meta; {_PROBES}",
-    ("MLPProbe", "empty", "*"): f"RuntimeError 'cannot reshape tensor of 0 elements'; {_PROBES}",
-    (
-        "MLPProbe",
-        "empty_dict",
-        "*",
-    ): f"TypeError 'can't convert np.ndarray of type numpy.object_'; {_PROBES}",
-    (
-        "MLPProbe",
-        "none",
-        "*",
-    ): f"TypeError 'can't convert np.ndarray of type numpy.object_'; {_PROBES}",
-    ("MLPProbe", "str", "*"): f"TypeError 'can't convert np.ndarray of type numpy.str_'; {_PROBES}",
-    (
-        "MLPProbe",
-        "y_str",
-        "*",
-    ): f"TypeError 'can't convert np.ndarray of type numpy.str_'; {_PROBES}",
-    (
-        "MLPProbe",
-        "zero_width",
-        "*",
-    ): f"ZeroDivisionError '0.0 cannot be raised to a negative power'; {_PROBES}",
-    ("MLPProbe", "*", "device=meta"): f"NotImplementedError aten::_unique2 on Meta; {_PROBES}",
-    (
-        "MLPProbe",
-        "*",
-        "hidden=huge",
-    ): f"RuntimeError DefaultCPUAllocator 16 TB (hidden=10**12); {_PROBES}",
-    ("mdl_layers", "bf16", "*"): f"TypeError 'Got unsupported ScalarType BFloat16'; {_PROBES}",
-    (
-        "mdl_layers",
-        "zero_width",
-        "*",
-    ): f"RuntimeError 'cannot reshape tensor of 0 elements'; {_PROBES}",
-    ("mdl_layers", "*", "probe=str"): f"TypeError 'Cannot clone object svm'; {_PROBES}",
-    (
-        "mdl_layers",
-        "*",
-        "seed=-1",
-    ): f"ValueError 'expected non-negative integer' (torch); {_PROBES}",
+    ): "TypeError 'can't convert np.ndarray of type numpy.object_'",
+    ("LinearProbe", "none", "*"): "TypeError 'can't convert np.ndarray of type numpy.object_'",
+    ("LinearProbe", "str", "*"): "TypeError 'can't convert np.ndarray of type numpy.str_'",
+    ("LinearProbe", "y_str", "*"): "TypeError 'can't convert np.ndarray of type numpy.str_'",
+    ("LinearProbe", "zero_width", "*"): "RuntimeError 'cannot reshape tensor of 0 elements'",
+    ("LinearProbe", "*", "device=bogus"): "RuntimeError 'Expected one of cpu, cuda, ...'",
+    ("LinearProbe", "*", "device=meta"): "NotImplementedError aten::_unique2 on Meta",
+    ("MLPProbe", "empty", "*"): "RuntimeError 'cannot reshape tensor of 0 elements'",
+    ("MLPProbe", "empty_dict", "*"): "TypeError 'can't convert np.ndarray of type numpy.object_'",
+    ("MLPProbe", "none", "*"): "TypeError 'can't convert np.ndarray of type numpy.object_'",
+    ("MLPProbe", "str", "*"): "TypeError 'can't convert np.ndarray of type numpy.str_'",
+    ("MLPProbe", "y_str", "*"): "TypeError 'can't convert np.ndarray of type numpy.str_'",
+    ("MLPProbe", "zero_width", "*"): "ZeroDivisionError '0.0 cannot be raised to a negative power'",
+    ("MLPProbe", "*", "device=meta"): "NotImplementedError aten::_unique2 on Meta",
+    ("MLPProbe", "*", "hidden=huge"): "RuntimeError DefaultCPUAllocator 16 TB (hidden=10**12)",
+    ("mdl_layers", "bf16", "*"): "TypeError 'Got unsupported ScalarType BFloat16'",
+    ("mdl_layers", "zero_width", "*"): "RuntimeError 'cannot reshape tensor of 0 elements'",
+    ("mdl_layers", "*", "probe=str"): "TypeError 'Cannot clone object svm'",
+    ("mdl_layers", "*", "seed=-1"): "ValueError 'expected non-negative integer' (torch)",
     (
         "attribute",
         "*",
         "empty",
         "baseline nan",
-    ): f"RuntimeError 'cannot reshape tensor of 0 elements'; {_ATTR}",
+    ): "RuntimeError 'cannot reshape tensor of 0 elements'",
     (
         "attribute",
         "*",
         "empty",
         "baseline wrong shape",
-    ): f"RuntimeError 'cannot reshape tensor of 0 elements'; {_ATTR}",
-    (
-        "attribute",
-        "*",
-        "*",
-        "ig n_steps=huge",
-    ): f"bare MemoryError (n_steps=10**12), no message; {_ATTR}",
-    (
-        "sanity_check",
-        "*",
-        "empty",
-        "*",
-    ): f"RuntimeError 'cannot reshape tensor of 0 elements'; {_ATTR}",
+    ): "RuntimeError 'cannot reshape tensor of 0 elements'",
+    ("attribute", "*", "*", "ig n_steps=huge"): "bare MemoryError (n_steps=10**12), no message",
+    ("sanity_check", "*", "empty", "*"): "RuntimeError 'cannot reshape tensor of 0 elements'",
     (
         "sanity_check",
         "*",
         "drop_dim",
         "*",
-    ): f"RuntimeError 'mat1 and mat2 shapes' on a 1-D input the model takes; {_ATTR}",
-    (
-        "rnn_states",
-        "bf16",
-        "*",
-        "*",
-    ): f"RuntimeError 'expected m1 and m2 to have the same dtype'; {_SEQ}",
-    (
-        "rnn_states",
-        "f16",
-        "*",
-        "*",
-    ): f"RuntimeError 'expected m1 and m2 to have the same dtype'; {_SEQ}",
-    (
-        "rnn_states",
-        "*",
-        "bf16",
-        "*",
-    ): f"RuntimeError 'expected m1 and m2 to have the same dtype'; {_SEQ}",
-    (
-        "rnn_states",
-        "*",
-        "f16",
-        "*",
-    ): f"RuntimeError 'expected m1 and m2 to have the same dtype'; {_SEQ}",
-    (
-        "rnn_states",
-        "*",
-        "int",
-        "*",
-    ): f"RuntimeError 'expected m1 and m2 to have the same dtype'; {_SEQ}",
+    ): "RuntimeError 'mat1 and mat2 shapes' on a 1-D input the model takes",
+    ("rnn_states", "bf16", "*", "*"): "RuntimeError 'expected m1 and m2 to have the same dtype'",
+    ("rnn_states", "f16", "*", "*"): "RuntimeError 'expected m1 and m2 to have the same dtype'",
+    ("rnn_states", "*", "bf16", "*"): "RuntimeError 'expected m1 and m2 to have the same dtype'",
+    ("rnn_states", "*", "f16", "*"): "RuntimeError 'expected m1 and m2 to have the same dtype'",
+    ("rnn_states", "*", "int", "*"): "RuntimeError 'expected m1 and m2 to have the same dtype'",
     (
         "rnn_states",
         "*",
         "nan",
         "*",
-    ): f"RuntimeError 'atol must be greater than or equal to zero, but got -nan'; {_SEQ}",
+    ): "RuntimeError 'atol must be greater than or equal to zero, but got -nan'",
     (
         "rnn_states",
         "*",
         "*",
         "hx nan",
-    ): f"RuntimeError 'atol must be greater than or equal to zero, but got -nan'; {_SEQ}",
-    (
-        "attention.capture",
-        "meta",
-        "*",
-        "*",
-    ): f"NotImplementedError 'Cannot copy out of meta tensor'; {_TRF}",
-    (
-        "logit_lens",
-        "meta",
-        "*",
-        "*",
-    ): f"NotImplementedError 'Cannot copy out of meta tensor'; {_TRF}",
+    ): "RuntimeError 'atol must be greater than or equal to zero, but got -nan'",
+    ("attention.capture", "meta", "*", "*"): "NotImplementedError 'Cannot copy out of meta tensor'",
+    ("logit_lens", "meta", "*", "*"): "NotImplementedError 'Cannot copy out of meta tensor'",
     (
         "activation_patching",
         "meta",
         "*",
         "*",
-    ): f"RuntimeError 'Tensor.item() cannot be called on meta tensors'; {_TRF}",
+    ): "RuntimeError 'Tensor.item() cannot be called on meta tensors'",
     (
         "activation_patching",
         "*",
         "empty",
         "*",
-    ): f"ZeroDivisionError 'integer division or modulo by zero'; {_TRF}",
+    ): "ZeroDivisionError 'integer division or modulo by zero'",
     (
         "ablate_heads",
         "meta",
         "*",
         "*",
-    ): f"RuntimeError 'Tensor.item() cannot be called on meta tensors'; {_TRF}",
+    ): "RuntimeError 'Tensor.item() cannot be called on meta tensors'",
 }
 
 
@@ -910,12 +801,15 @@ def _concrete(pattern: tuple[str, ...]) -> tuple[str, ...]:
 @pytest.mark.parametrize(
     "pattern",
     [
-        pytest.param(k, id="|".join(k), marks=pytest.mark.xfail(strict=True, reason=why))
-        for k, why in KNOWN.items()
+        *(pytest.param(k, id="fixed|" + "|".join(k)) for k in FIXED),
+        *(
+            pytest.param(k, id="|".join(k), marks=pytest.mark.xfail(strict=True, reason=why))
+            for k, why in KNOWN.items()
+        ),
     ],
 )
-def test_known_failure(pattern: tuple[str, ...]):
-    """A fuzz case that crashes in a file owned by someone else: it must end in an HlvizError."""
+def test_named_case(pattern: tuple[str, ...]):
+    """A fuzz case kept by name: a fixed crash (must pass) or a known one (strict xfail)."""
     verb, *labels = _concrete(pattern)
     if len(labels) == 2:
         _data_example(_VERB[verb], *labels)

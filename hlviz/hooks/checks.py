@@ -16,10 +16,10 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import HlvizWarning, LayerRepeatedError
+from ..errors import HlvizWarning, LayerRepeatedError, OptionError
 from .layers import unwrap
 
-__all__ = ["noisy_modules", "once", "warn_if_training", "warn_repeated"]
+__all__ = ["noisy_modules", "once", "refuse_meta", "warn_if_training", "warn_repeated"]
 
 
 def noisy_modules(model: nn.Module) -> list[str]:
@@ -71,3 +71,22 @@ def once(layer: str, value: Any, needs: str) -> Any:
             "each call."
         )
     return value
+
+
+def refuse_meta(model: nn.Module, verb: str) -> None:
+    """Raise :class:`~hlviz.errors.OptionError` when ``model`` has weights on the meta device
+    (shapes but no values), which ``verb`` cannot run.
+
+    >>> refuse_meta(nn.Linear(2, 2, device="meta"), "logit_lens")
+    Traceback (most recent call last):
+    ...
+    hlviz.errors.OptionError: logit_lens needs a model with weights, but Linear is on the meta device (it has shapes but no values); load its weights first (model.to_empty(device='cpu'), then model.load_state_dict(...)).
+    """
+    for tensor in (*unwrap(model).parameters(), *unwrap(model).buffers()):
+        if tensor.is_meta:
+            raise OptionError(
+                f"{verb} needs a model with weights, but {type(unwrap(model)).__name__} is on the "
+                "meta device (it has shapes but no values); load its weights first "
+                "(model.to_empty(device='cpu'), then model.load_state_dict(...))."
+            )
+        return

@@ -1,9 +1,11 @@
 """Transformers: attention capture, heads, logit lens and activation patching."""
 
-from . import attention, heads, lens, patching, plots
-from .attention import (
-    AttentionMaps,
-    capture,
+from . import attention, heads, lens, patching, patterns, plots
+from .attention import AttentionMaps, capture
+from .heads import HeadAblation, ablate_heads, ablating_heads
+from .lens import LogitLens, logit_lens, model_logits
+from .patching import PatchingResult, activation_patching
+from .patterns import (
     head_scores,
     induction,
     matching_bracket,
@@ -11,9 +13,6 @@ from .attention import (
     same_word,
     to_token,
 )
-from .heads import HeadAblation, ablate_heads, ablating_heads
-from .lens import LogitLens, logit_lens, model_logits
-from .patching import PatchingResult, activation_patching
 from .plots import plot_attention_pattern, plot_grid
 
 __all__ = [
@@ -34,6 +33,7 @@ __all__ = [
     "matching_bracket",
     "model_logits",
     "patching",
+    "patterns",
     "plot_attention_pattern",
     "plot_grid",
     "plots",

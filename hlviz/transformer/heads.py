@@ -28,7 +28,7 @@ from torch import nn
 
 from .._checks import callable_
 from ..errors import OptionError, OptionTypeError, ShapeMismatchError, UnitIndexError
-from ..hooks.checks import warn_if_training
+from ..hooks.checks import refuse_meta, warn_if_training
 from ..hooks.context import HookContext, mark
 from ..hooks.editing import EditFn, edit
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
@@ -355,6 +355,7 @@ def ablate_heads(
     one batched forward pass (one copy of the batch per head).
     """
     check_module(model)
+    refuse_meta(model, "ablate_heads")
     _check_value(value)
     callable_("metric", metric, "a function logits -> tensor")
     names = resolve(unwrap(model), layers)

@@ -31,7 +31,7 @@ from torch import nn
 
 from .._checks import choice, positive_int
 from ..errors import HlvizWarning, OptionError, OptionTypeError, ShapeMismatchError
-from ..hooks.checks import once, warn_if_training
+from ..hooks.checks import once, refuse_meta, warn_if_training
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
 from ..hooks.outputs import logits_of
 from ..hooks.recording import record
@@ -350,6 +350,7 @@ def logit_lens(
     Runs without gradients; the activations stay on the model's device while decoded.
     """
     check_module(model)
+    refuse_meta(model, "logit_lens")
     inner = unwrap(model)
     norm, unembed = _decoder(inner, norm, unembed)
     modules = dict(inner.named_modules())

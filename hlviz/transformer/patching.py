@@ -30,7 +30,7 @@ from torch import nn
 
 from .._checks import callable_, choice, positive_int
 from ..errors import OptionError, OptionTypeError, ShapeMismatchError
-from ..hooks.checks import once, warn_if_training
+from ..hooks.checks import once, refuse_meta, warn_if_training
 from ..hooks.editing import EditFn, edit
 from ..hooks.layers import LayerSpec, check_module, resolve, unwrap
 from ..hooks.outputs import layout, layout_hints
@@ -57,7 +57,12 @@ def _batch_of(inputs: Any) -> int:
         raise OptionTypeError(
             f"inputs must be a tensor, a tuple of tensors or a dict of tensors, got {type(inputs).__name__}."
         )
-    return next(iter(tensors.values())).shape[0]
+    n = next(iter(tensors.values())).shape[0]
+    if n == 0:
+        raise ShapeMismatchError(
+            "inputs hold 0 examples (a batch axis of size 0); give at least one example."
+        )
+    return n
 
 
 def _tensors(inputs: Any) -> dict[Any, torch.Tensor]:
@@ -255,6 +260,7 @@ def activation_patching(
     not return one value (per example), or that scores clean and corrupted the same.
     """
     check_module(model)
+    refuse_meta(model, "activation_patching")
     choice("positions", positions, ("each", "all"))
     callable_("metric", metric, "a function logits -> tensor")
     positive_int("batch_size", batch_size, none=True)

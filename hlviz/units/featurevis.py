@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import OptionError, OptionTypeError, UnitIndexError
+from ..hooks.checks import refuse_meta
 from ..hooks.editing import edit
 from ..hooks.layers import check_module, resolve, unwrap
 from ..runtime import model_device
@@ -327,12 +328,8 @@ def visualize(
     for layer, found in names.items():
         if len(found) != 1:
             raise OptionError(f"objective layer {layer!r} selects {len(found)} layers; name one.")
+    refuse_meta(model, "visualize")
     device = model_device(model)
-    if device.type == "meta":
-        raise OptionError(
-            "the model is on the meta device (it has shapes but no weights); load its weights "
-            "first (model.to_empty(device='cpu') then load_state_dict), then visualise."
-        )
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     if param is None:
         param = fourier_image(shape, seed=seed)
