@@ -212,7 +212,9 @@ def probe_layers(
             "y is empty (no rows): probing needs labelled examples; record activations on "
             "some inputs and pass one label per row."
         )
-    test_size = fraction("test_size", test_size, hint="e.g. test_size=0.25 tests on a quarter.")
+    test_size = fraction(
+        "test_size", test_size, hint="Give the fraction of rows to test on, e.g. test_size=0.25."
+    )
     layers = _layers(acts, "acts", len(y_np))
     base = _layers(baseline, "baseline", len(y_np)) if baseline is not None else {}
     if controls is None:
