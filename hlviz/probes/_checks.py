@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import choice, instance
+from .._checks import instance
 from ..errors import MemoryBudgetError, OptionError, OptionTypeError, ShapeMismatchError
 
 __all__ = [
-    "PROBE_NAMES",
     "as_rows",
     "as_targets",
     "check_finite",
@@ -34,7 +33,6 @@ __all__ = [
     "device_of",
     "encode_labels",
     "is_numeric",
-    "probe_template",
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -242,36 +240,3 @@ def check_memory(params: int, copies: int, device: torch.device, what: str, fix:
             f"{what} has {params:,} parameters, about {need / 2**30:.1f} GiB to fit, past "
             f"{room} (or 2**31 parameters); {fix}"
         )
-
-
-PROBE_NAMES = ("linear", "mlp")
-
-
-def probe_template(probe: Any, task: str = "auto") -> Any:
-    """The estimator ``probe=`` names: None or ``"linear"`` (a :class:`LinearProbe`),
-    ``"mlp"`` (an :class:`MLPProbe`), or an unfitted scikit-learn-style estimator.
-
-    >>> probe_template("svm")
-    Traceback (most recent call last):
-    ...
-    hlviz.errors.OptionError: probe='svm' is not one of 'linear', 'mlp'. Or pass an unfitted estimator with fit and get_params, e.g. LinearProbe(C=0.1) or sklearn.svm.SVC(probability=True).
-    """
-    from .linear import LinearProbe
-    from .mlp import MLPProbe
-
-    hint = (
-        "Or pass an unfitted estimator with fit and get_params, e.g. LinearProbe(C=0.1) or "
-        "sklearn.svm.SVC(probability=True)."
-    )
-    if probe is None:
-        return LinearProbe(task=task)
-    if isinstance(probe, str):
-        name = choice("probe", probe, PROBE_NAMES, hint=hint)
-        return LinearProbe(task=task) if name == "linear" else MLPProbe()
-    if isinstance(probe, type) or not (hasattr(probe, "fit") and hasattr(probe, "get_params")):
-        got = f"the class {probe.__name__}" if isinstance(probe, type) else type(probe).__name__
-        raise OptionTypeError(
-            f"probe must be None, 'linear', 'mlp' or an unfitted estimator with fit and "
-            f"get_params (scikit-learn style), got {got}. {hint}"
-        )
-    return probe

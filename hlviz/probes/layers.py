@@ -32,7 +32,8 @@ import torch
 from .._checks import fraction, positive_int
 from ..errors import HlvizWarning, OptionError, OptionTypeError, ShapeMismatchError
 from ._batched import Fit, batched_scores
-from ._checks import as_rows, as_targets, device_of, probe_template
+from ._checks import as_rows, as_targets, device_of
+from ._estimators import probe_template
 from .linear import LinearProbe
 from .mlp import MLPProbe
 

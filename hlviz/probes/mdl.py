@@ -49,7 +49,8 @@ import torch
 
 from .._checks import non_negative_int
 from ..errors import OptionError, OptionTypeError, ShapeMismatchError
-from ._checks import as_rows, as_targets, device_of, probe_template
+from ._checks import as_rows, as_targets, device_of
+from ._estimators import probe_template
 
 if TYPE_CHECKING:
     import pandas as pd
