@@ -5,6 +5,7 @@ and the static fallback."""
 from __future__ import annotations
 
 import base64
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -14,6 +15,7 @@ from torch import nn
 
 import hlviz
 from hlviz.errors import (
+    HlvizWarning,
     LayerNotFoundError,
     LayerShapeError,
     OptionError,
@@ -36,7 +38,7 @@ from hlviz.widgets.views import (
     view_kind,
 )
 
-from .zoo import tiny_bert
+from .zoo import tiny_bert, tiny_gpt2
 
 VOCAB = "abcdefgh ()'\n"
 
@@ -649,3 +651,103 @@ def test_a_numpy_integer_target_reaches_attribute_as_an_int(mlp):
     )
     assert ins.last_error is None
     assert_no_hooks(mlp)
+
+
+# --- issue 22: reproductions -------------------------------------------------------------
+
+
+def test_repro_inspect_truncates_deep():
+    gpt = tiny_gpt2(layers=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HlvizWarning)  # nothing left out, nothing to warn
+        ins = hlviz.inspect(gpt, torch.randint(0, 30, (2, 6)))
+    labels = list(ins.layers)
+    blocks = {int(x.split(".")[2]) for x in labels if x.startswith("transformer.h.")}
+    assert blocks == set(range(16)) and labels[-1] == "lm_head"
+    assert sum(x.endswith("(attention)") for x in labels) == 16
+    assert "transformer.h.0.mlp.c_fc" not in labels, "a large model is shown by its blocks"
+    assert len(labels) > 24  # more than max_layers: the cap picks blocks, it cuts nothing
+    assert_no_hooks(gpt)
+
+
+def test_repro_inspect_sdpa_no_attention():
+    ids = torch.randint(5, 50, (2, 7))
+    bert = tiny_bert()
+    bert.set_attn_implementation("sdpa")
+    with pytest.warns(
+        HlvizWarning, match=r"attn_implementation='sdpa'.*attn_implementation=\"eager\""
+    ):
+        ins = hlviz.inspect(bert, ids)
+    assert not any(c.kind == "attention" for c in ins.layers.values())
+    notes = [w.value for w in ins.ui.children if "hlviz-note" in getattr(w, "value", "")]
+    assert len(notes) == 1 and "set_attn_implementation(&quot;eager&quot;)" in notes[0]
+    bert.set_attn_implementation("eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HlvizWarning)
+        eager = hlviz.inspect(bert, ids)
+    assert eager.note is None and "encoder.layer.1.attention.self (attention)" in eager.layers
+    assert not any("hlviz-note" in getattr(w, "value", "") for w in eager.ui.children)
+    with warnings.catch_warnings():  # layers named: the user chose, no note
+        warnings.simplefilter("error", HlvizWarning)
+        bert.set_attn_implementation("sdpa")
+        assert hlviz.inspect(bert, ids, layers=["encoder.layer.0"]).note is None
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cnn = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.flat = nn.Flatten()
+        self.tab = nn.Linear(5, 4)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, image, tab):
+        return self.head(torch.cat([self.flat(self.cnn(image)), self.tab(tab)], 1))
+
+
+@pytest.mark.slow  # over 2 s (redraws)
+def test_repro_inspect_top_examples_data():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    bert = tiny_bert()
+    bert.set_attn_implementation("eager")
+    ids = torch.randint(5, 50, (10, 7))
+    mask = torch.ones(10, 7, dtype=torch.long)
+    mask[::3, 5:] = 0
+    data = [
+        {"input_ids": ids[i : i + 4], "attention_mask": mask[i : i + 4], "labels": ids[i : i + 4]}
+        for i in range(0, 10, 4)
+    ]
+    ins = hlviz.inspect(bert, {"input_ids": ids[:2], "attention_mask": mask[:2]}, data=data)
+    ins.controls["layer"].value = "encoder.layer.1"
+    ins.controls["unit"].value = 3
+    ins.tabs.selected_index = 2
+    assert "Error" not in _text(ins.outputs["top examples"])
+    with torch.no_grad():
+        hidden = bert(input_ids=ids, attention_mask=mask).last_hidden_state
+    expected = hidden[..., 3].amax(1).argsort(descending=True, stable=True)[:8]
+    assert ins.top.indices.tolist() == expected.tolist()
+    assert ins.top.traces.shape == (8, 7) and len(ins.top.tokens) == 8
+
+    model = _TwoInputs().eval()
+    images, tables, y = torch.randn(20, 3, 8, 8), torch.randn(20, 5), torch.arange(20) % 3
+    with torch.no_grad():
+        reference = model(images, tables)[:, 1].argsort(descending=True, stable=True)[:4]
+    for form in (
+        (images, tables),
+        (images, tables, y),  # labels after the arguments are not needed
+        DataLoader(TensorDataset(images, tables, y), batch_size=6),
+    ):
+        ins = hlviz.inspect(model, (images[:3], tables[:3]), data=form, top_k=4)
+        ins.controls["layer"].value = "head"
+        ins.controls["unit"].value = 1
+        ins.tabs.selected_index = 2
+        assert "Error" not in _text(ins.outputs["top examples"]), form
+        assert ins.top.indices.tolist() == reference.tolist()
+    ins = hlviz.inspect(model, (images[:3], tables[:3]), data=images)
+    ins.tabs.selected_index = 2
+    assert "inputs are 2 arguments, but a batch of data is a tensor" in _text(
+        ins.outputs["top examples"]
+    )
+    for m in (bert, model):
+        assert_no_hooks(m)

@@ -33,6 +33,7 @@ from .views import TopExamples, view_kind
 __all__ = [
     "InputSet",
     "LayerChoice",
+    "attention_note",
     "record_layers",
     "top_examples",
     "unit_scores",
@@ -212,7 +213,30 @@ def _default_set(model: nn.Module, found: list[LayerChoice], max_layers: int) ->
             and not isinstance(modules[c.name], _SKIP)
         ]
     chosen = {id(c) for c in leaves + attention}
-    return [c for c in found if id(c) in chosen][:max_layers]
+    # max_layers only chooses between the leaves and the blocks: every block is offered
+    return [c for c in found if id(c) in chosen]
+
+
+_FUSED = ("sdpa", "flash_attention_2", "flex_attention")
+
+
+def attention_note(model: nn.Module, found: Sequence[LayerChoice]) -> str | None:
+    """Why no attention view is offered, with the fix, or None: a Hugging Face model whose
+    fused attention (sdpa, flash) never forms the weights.
+
+    >>> attention_note(nn.Linear(2, 2), []) is None
+    True
+    """
+    impl = getattr(getattr(unwrap(model), "config", None), "_attn_implementation", None)
+    fused = impl is not None and (impl in _FUSED or "flash" in str(impl))
+    if not fused or any(c.kind == "attention" for c in found):
+        return None
+    return (
+        f"no attention views: the model uses attn_implementation={impl!r}, whose fused kernels "
+        'never form the attention weights. Load it with attn_implementation="eager" (e.g. '
+        'AutoModel.from_pretrained(name, attn_implementation="eager")) or call '
+        'model.set_attn_implementation("eager") before hlviz.inspect.'
+    )
 
 
 def _main_tensor(inputs: Any) -> torch.Tensor:
@@ -369,11 +393,16 @@ def top_examples(
     batch_size: int = 64,
     decode: Any = None,
     cache: dict | None = None,
+    like: Any = None,
 ) -> TopExamples:
     """The ``k`` examples of ``data`` on which ``unit`` of ``choice``'s layer peaks.
 
-    ``data``: a tensor ``(M, ...)``, an ``(X, y)`` pair or ImageSplit, an iterable of
-    batches (a DataLoader), or an :class:`~hlviz.ActivationStore` holding the layer. A
+    ``data``: anything :func:`hlviz._batches.batches` takes (a tensor ``(M, ...)``, an
+    ``(X, y)`` pair or ImageSplit, an iterable of batches: a DataLoader, dicts of a
+    tokenizer's output, ``(images, tables)`` tuples), or an :class:`~hlviz.ActivationStore`
+    holding the layer. Each batch is fitted to ``like`` (the inspector's inputs: a tensor
+    takes a tuple batch's first item, labels dropped; a tuple of k arguments the first k
+    items; a mapping the keys it has) and run with :func:`hlviz.runtime.run_model`. A
     unit's score on an example is its maximum over positions (:func:`unit_scores`, the same
     for a store and for a scan of the data). Scores of every unit are computed once per
     layer (``cache``).
@@ -390,17 +419,21 @@ def top_examples(
         return TopExamples(choice.label, unit, values, order)
     key = (choice.label, id(data))
     if cache is None or key not in cache:
-        scores, rows = _scan(model, data, choice, batch_size)
+        scores, rows = _scan(model, data, choice, batch_size, like)
         if cache is not None:
             cache[key] = (scores, rows)
     else:
         scores, rows = cache[key]
     values, order = _rank(scores, unit, k, choice)
-    examples = torch.cat([rows[int(i)] for i in order]) if rows else None
-    if examples is None or examples.is_floating_point() or examples.dim() != 2:
+    picked = [rows[int(i)] for i in order]
+    mains = [_main_tensor(r) for r in picked]
+    if len({tuple(m.shape) for m in mains}) > 1:  # rows of batches padded to other lengths
+        return TopExamples(choice.label, unit, values, order)
+    examples = torch.cat(mains)
+    if examples.is_floating_point() or examples.dim() != 2:
         return TopExamples(choice.label, unit, values, order, examples)
     with torch.no_grad(), record(model, choice.name, select=choice.select) as rec:
-        run_model(model, examples)
+        run_model(model, _stack(picked))
     hint = layout_hints(model, [choice.name])[choice.name]
     acts = _batch_first(rec[choice.name], hint, len(order))
     traces = acts[..., unit] if acts is not None and acts.dim() == 3 else None
@@ -464,22 +497,78 @@ def _rank(scores: torch.Tensor, unit: int, k: int, choice: LayerChoice):
     return values[:k], order[:k]
 
 
-def _scan(model: nn.Module, data: Any, choice: LayerChoice, batch_size: int):
-    from .._batches import labelled_batches
+def _fit(batch: Any, like: Any) -> Any:
+    """A data batch as the model is called on it, fitted to the inspector's inputs ``like``
+    (see :func:`top_examples`)."""
+    from .._batches import _describe, as_batch
+
+    batch = as_batch(batch)
+    if isinstance(like, Mapping):
+        if not isinstance(batch, Mapping):
+            raise OptionTypeError(
+                f"the inspector's inputs are a mapping with keys {list(like)}, but a batch of "
+                f"data is {_describe(batch)}; give data as batches of the same keys (a list "
+                "of a tokenizer's outputs, or a DataLoader yielding dicts)."
+            )
+        return {k: v for k, v in batch.items() if k in like} or batch
+    if isinstance(like, (tuple, list)):
+        if not isinstance(batch, tuple) or len(batch) < len(like):
+            raise OptionTypeError(
+                f"the inspector's inputs are {len(like)} arguments, but a batch of data is "
+                f"{_describe(batch)}; give data as a tuple of {len(like)} tensors (one row "
+                "per example in each, labels may follow) or batches of that form."
+            )
+        return batch[: len(like)]
+    if isinstance(batch, tuple):  # (inputs, labels, ...): the model takes the inputs
+        return batch[0]
+    return batch
+
+
+def _stack(rows: Sequence[Any]) -> Any:
+    """One batch of single-example inputs (tensors, tuples or mappings of them)."""
+    first = rows[0]
+
+    def join(items: list[Any]) -> Any:
+        if all(isinstance(v, torch.Tensor) and v.dim() and len(v) == 1 for v in items):
+            return torch.cat(items)
+        return items[0]
+
+    if isinstance(first, torch.Tensor):
+        return join(list(rows))
+    if isinstance(first, Mapping):
+        return {key: join([r[key] for r in rows]) for key in first}
+    return tuple(join([r[i] for r in rows]) for i in range(len(first)))
+
+
+def _detached(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, Mapping):
+        return {k: _detached(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_detached(v) for v in value)
+    return value
+
+
+def _scan(model: nn.Module, data: Any, choice: LayerChoice, batch_size: int, like: Any = None):
+    from .._batches import batches
 
     hint = layout_hints(model, [choice.name])[choice.name]
     parts, rows = [], []
-    for x, _ in labelled_batches(data, batch_size):
+    for batch in batches(data, batch_size):
+        x = _fit(batch, like)
+        n = _batch_size(x)
         with torch.no_grad(), record(model, choice.name, select=choice.select) as rec:
             run_model(model, x)
-        acts = _batch_first(rec[choice.name], hint, len(x))
+        acts = _batch_first(rec[choice.name], hint, n)
         if acts is None:
             raise LayerShapeError(
                 f"layer {choice.label!r} gives {tuple(rec[choice.name].shape)} on a data batch of "
-                f"{len(x)}; the data must be shaped like the inspector's inputs."
+                f"{n}; the data must be shaped like the inspector's inputs."
             )
         parts.append(unit_scores(acts, choice.kind))
-        rows.extend(x[i : i + 1].detach().cpu() for i in range(len(x)))
+        x = _detached(x)
+        rows.extend(take(x, i) for i in range(n))
     if not parts:
         raise OptionError("data is empty: give at least one example to rank.")
     return torch.cat(parts), rows

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from ..errors import OptionError
+from ..errors import HlvizWarning, OptionError
 from ..hooks.layers import check_module, unwrap
 from .base import StaticFallback
 from .data import (
     MAX_DEFAULT_LAYERS,
     InputSet,
     LayerChoice,
+    attention_note,
     attribution_methods,
     embedding_layer,
     predicted_target,
@@ -258,15 +259,22 @@ class LayerInspector(StaticFallback):
         # one line of text naming the view on screen (readable without the image; the
         # browser test reads it): "layer: channel c of C, input"
         self.caption = widgets.HTML()
-        self.ui = widgets.VBox(
-            [
-                widgets.HBox(
-                    [self.controls["layer"], self.controls["unit"], self.controls["input"]]
+        # why a view is missing from the layer list (sdpa attention), with the fix
+        self.note = None if layers is not None else attention_note(self.model, self.layers.values())
+        rows = [
+            widgets.HBox([self.controls["layer"], self.controls["unit"], self.controls["input"]]),
+            self.caption,
+            self.tabs,
+        ]
+        if self.note is not None:  # stacklevel: the user's call of hlviz.inspect
+            warnings.warn(self.note, HlvizWarning, stacklevel=3)
+            rows.insert(
+                1,
+                widgets.HTML(
+                    f"<div class='hlviz-note' style='color:#a60'>{html.escape(self.note)}</div>"
                 ),
-                self.caption,
-                self.tabs,
-            ]
-        )
+            )
+        self.ui = widgets.VBox(rows)
         for name, widget in (
             ("inspector", self.ui),
             ("caption", self.caption),
@@ -386,6 +394,7 @@ class LayerInspector(StaticFallback):
             k=self.top_k,
             decode=self.decode,
             cache=self._top_cache,
+            like=self.inputs.inputs,
         )
         self.top = top
         return [render_top_examples(top, fig=self._figure("top examples"))]
@@ -418,10 +427,13 @@ def inspect(
 
     ``inputs``: a batch ``(N, ...)``: images, token ids ``(N, T)``, vectors, or a tuple
     or mapping of arguments (a tokenizer's output). ``layers``: ``None`` (the leaves, or
-    the blocks of a large model, plus every attention pattern; at most ``max_layers``),
+    every block of a model with more than ``max_layers`` leaves, plus every attention
+    pattern; a Hugging Face model with sdpa or flash attention forms no patterns, which a
+    note and an :class:`~hlviz.errors.HlvizWarning` say, with the fix),
     a layer spec, or ``{name: select}``. The view follows the layer's output: a grid of
     feature maps ``(N, C, H, W)``, a unit over the sequence ``(N, T, D)``, attention heads
-    ``(N, H, T, T)``, bars ``(N, D)``. ``data`` (a tensor, ``(X, y)``, DataLoader or
+    ``(N, H, T, T)``, bars ``(N, D)``. ``data`` (a tensor, ``(X, y)``, DataLoader, batches
+    in the form of ``inputs`` (dicts, tuples of arguments; labels after them are ignored) or
     :class:`~hlviz.ActivationStore`) adds the "top examples" tab: the ``top_k`` examples
     where the selected unit peaks. ``labels`` names the inputs; ``decode`` turns a row of
     token ids into tokens (a callable, a tokenizer, or a CodeCorpus). The attribution tab
