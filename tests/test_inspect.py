@@ -527,7 +527,8 @@ def test_static_fallback_renders_the_view_as_html_with_the_png_inline(cnn, monke
 
 
 def test_the_data_helpers_explain_what_they_cannot_do(mlp):
-    from hlviz.widgets.data import embedding_layer, predicted_target, top_examples
+    from hlviz.widgets.data import embedding_layer, predicted_target
+    from hlviz.widgets.top import top_examples
 
     with pytest.raises(LayerShapeError, match="Sequential takes token ids but has no nn.Embedding"):
         embedding_layer(mlp)
@@ -548,7 +549,7 @@ def test_the_data_helpers_explain_what_they_cannot_do(mlp):
 
 
 def test_top_examples_of_a_sequence_layer_agree_between_a_store_and_a_scan():
-    from hlviz.widgets.data import top_examples
+    from hlviz.widgets.top import top_examples
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(20, 6)).eval()  # (N, T=4, D=6): units last

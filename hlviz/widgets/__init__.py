@@ -2,7 +2,7 @@
 
 from . import base, data, explorers, inspector, plane, views
 from .base import StaticFallback, error_output, figure_output, html_output, static_mode
-from .data import InputSet, LayerChoice, record_layers, top_examples, unit_scores
+from .data import InputSet, LayerChoice, record_layers
 from .explorers import (
     AttributionExplorer,
     CKAExplorer,
@@ -15,6 +15,7 @@ from .explorers import (
 )
 from .inspector import AttributionSource, LayerInspector, inspect, plain_target
 from .plane import PlaneExplorer, PlaneState, render_plane
+from .top import top_examples, unit_scores
 from .views import (
     HIGHLIGHT,
     KINDS,

@@ -38,8 +38,8 @@ from .data import (
     record_layers,
     resolve_decode,
     take,
-    top_examples,
 )
+from .top import top_examples
 from .views import LayerView, render_layer_view, render_top_examples, sequence_html
 
 if TYPE_CHECKING:
