@@ -2,19 +2,15 @@
 model), and score heads against patterns of keys (the pattern functions live in
 :mod:`hlviz.transformer.patterns` and are re-exported here).
 
->>> import torch
+>>> import torch, torch.nn as nn
 >>> from hlviz.transformer import attention
->>> mask = torch.ones(1, 4, dtype=torch.bool)
->>> attn = torch.zeros(1, 1, 2, 4, 4)          # (N, layers, heads, queries, keys)
->>> attn[0, 0, 0] = torch.eye(4).roll(-1, 1)   # head 0 looks at the previous token
->>> attn[0, 0, 1] = torch.eye(4)               # head 1 looks at itself
->>> attention.head_scores(attn, attention.previous_token(mask), mask).round(2).tolist()
-[[0.75, 0.0]]
+>>> layer = nn.TransformerEncoderLayer(8, 2, batch_first=True)
+>>> maps = attention.capture(nn.TransformerEncoder(layer, 2).eval(), torch.randn(1, 5, 8))
+>>> tuple(maps.patterns.shape)       # (layers, N, heads, queries, keys)
+(2, 1, 2, 5, 5)
 
-A pattern is a boolean ``(N, T, T)`` tensor (query x key) marking the keys a head of that
-kind attends to; a head's score is the attention mass it puts on those keys, averaged over
-the query positions that count (``queries``). A score of 1 means the head attends only
-there; the mean over all heads is the baseline to compare with.
+Scoring heads against a pattern (``head_scores``, ``previous_token``, ...) is documented in
+:mod:`hlviz.transformer.patterns`, with an example.
 """
 
 from __future__ import annotations

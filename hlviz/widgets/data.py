@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import HlvizWarning, LayerShapeError, OptionError, OptionTypeError
 from ..hooks.layers import layer_names, resolve, unwrap
-from ..hooks.outputs import layout_hints
+from ..hooks.outputs import first_tensor, layout_hints
 from ..hooks.recording import record
 from ..runtime import run_model
 from .views import view_kind
@@ -59,14 +59,8 @@ def _empty() -> torch.Tensor:
 
 
 def _first_tensor(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    items = output.values() if isinstance(output, Mapping) else output
-    if isinstance(items, (tuple, list)) or isinstance(output, Mapping):
-        for item in items:
-            if isinstance(item, torch.Tensor):
-                return item
-    return _empty()
+    """What a view shows of a layer's output: its first tensor (empty when it has none)."""
+    return first_tensor(output, _empty())
 
 
 def _attention_weights(output: Any) -> torch.Tensor:
